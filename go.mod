@@ -1,0 +1,9 @@
+module github.com/mailwarden/mailwarden
+
+go 1.26
+
+require (
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+	golang.org/x/term v0.48.0 // indirect
+)
