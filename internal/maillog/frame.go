@@ -26,6 +26,7 @@ type Line struct {
 	Program string // syslog tag without pid ("postfix/smtpd", "exim", "dovecot", "imap-login"), "" for Exim's own log format
 	PID     string // pid from "[pid]", "" if none
 	Msg     string // the rest of the line
+	Tail    string // everything after the timestamp (and Exim's "[pid]"), before host/tag splitting
 }
 
 // Framer frames lines. The zero value frames in UTC and infers BSD syslog
@@ -64,9 +65,11 @@ func (f *Framer) Frame(line string, l *Line) bool {
 			if i := strings.IndexByte(rest, ']'); i > 1 && i < 12 && allDigits(rest[1:i]) {
 				l.PID = rest[1:i]
 				l.Msg = strings.TrimPrefix(rest[i+1:], " ")
+				l.Tail = l.Msg
 				return true
 			}
 		}
+		l.Tail = rest
 		f.tag(rest, l)
 		return true
 	case c == '@':
@@ -74,10 +77,12 @@ func (f *Framer) Frame(line string, l *Line) bool {
 		if !ok {
 			return false
 		}
+		l.Tail = rest
 		f.tag(rest, l)
 		return true
 	case c >= 'A' && c <= 'S':
 		if l.Time, rest, ok = f.bsdTime(line); ok {
+			l.Tail = rest
 			f.tag(rest, l)
 			return true
 		}
@@ -88,6 +93,7 @@ func (f *Framer) Frame(line string, l *Line) bool {
 		if t, r, ok := f.isoTime(l.Msg); ok {
 			l.Time = t
 			l.Msg = strings.TrimPrefix(r, " ")
+			l.Tail = l.Msg
 			return true
 		}
 	}
