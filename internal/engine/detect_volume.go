@@ -1,0 +1,211 @@
+package engine
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/mailwarden/mailwarden/internal/event"
+)
+
+const day = 24 * time.Hour
+
+// historyDays is how many daily totals an account keeps.
+const historyDays = 35
+
+// dayTotals is one account's volume on one UTC day.
+type dayTotals struct {
+	day       int32 // days since the Unix epoch
+	msgs      uint32
+	rcpts     uint32
+	kib       uint32
+	anomalous bool // a detector fired that day: not learned from
+}
+
+// history is an account's recent daily volumes, used to scale static caps
+// to an account whose own steady traffic is above them.
+type history struct {
+	first int32
+	days  [historyDays]dayTotals
+}
+
+func dayNum(t time.Time) int32 { return int32(t.Unix() / 86400) }
+
+func (h *history) slot(d int32) *dayTotals {
+	s := &h.days[int(d)%historyDays]
+	if s.day != d {
+		*s = dayTotals{day: d}
+	}
+	return s
+}
+
+// p90 returns the 90th-percentile daily value over the complete days before
+// today (days without traffic count as zero, anomalous days are skipped)
+// and how many days that covers.
+func (h *history) p90(today int32, f func(*dayTotals) uint32) (float64, int) {
+	var vals []uint32
+	for d := max(h.first, today-30); d < today; d++ {
+		s := &h.days[int(d)%historyDays]
+		switch {
+		case s.day != d:
+			vals = append(vals, 0)
+		case !s.anomalous:
+			vals = append(vals, f(s))
+		}
+	}
+	if len(vals) == 0 {
+		return 0, 0
+	}
+	slices.Sort(vals)
+	return float64(vals[(len(vals)*9)/10]), len(vals)
+}
+
+func (a *acctState) markAnomalous(t time.Time) {
+	if a.history != nil {
+		a.history.slot(dayNum(t)).anomalous = true
+	}
+}
+
+// scaled returns the effective cap: the static one, or factor × the
+// account's usual busy day when its history is long enough.
+func (e *Engine) scaled(a *acctState, t time.Time, static int64, f func(*dayTotals) uint32, evd map[string]any) int64 {
+	dc := &e.cfg.Detectors.DailyCaps
+	if a.history == nil || dc.HistoryFactor <= 0 {
+		return static
+	}
+	p, n := a.history.p90(dayNum(t), f)
+	if n < dc.HistoryDays {
+		return static
+	}
+	if c := int64(p * dc.HistoryFactor); c > static {
+		evd["scaled_by_history"] = fmt.Sprintf("cap raised from %d to %d: %.0f× this account's 90th-percentile day (%.0f) over %d days", static, c, dc.HistoryFactor, p, n)
+		return c
+	}
+	return static
+}
+
+func msgsOf(d *dayTotals) uint32  { return d.msgs }
+func rcptsOf(d *dayTotals) uint32 { return d.rcpts }
+func kibOf(d *dayTotals) uint32   { return d.kib }
+
+func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
+	if ev.Account == "" {
+		return out
+	}
+	d := &e.cfg.Detectors
+	t := ev.Time
+	rcpts := max(ev.Rcpts, 1)
+	kib := int((ev.Size + 1023) / 1024)
+	a := e.st.account(ev.Account)
+
+	if a.history == nil {
+		a.history = &history{first: dayNum(t)}
+	}
+	s := a.history.slot(dayNum(t))
+	s.msgs++
+	s.rcpts += uint32(rcpts)
+	s.kib += uint32(kib)
+	a.msgsWin.add(t, d.Harvest.Window.D(), 1)
+
+	// daily_caps: rolling 24 h per account. A message over a cap is
+	// deferred and not counted, as the MTA would refuse it.
+	if d.DailyCaps.Enabled {
+		w := d.DailyCaps.Window.D()
+		m := a.msgs24.sumAt(t, w) + 1
+		r := a.rcpts24.sumAt(t, w) + rcpts
+		b := int64(a.bytes24.sumAt(t, w)+kib) * 1024
+		evd := map[string]any{"messages": m, "recipients": r, "bytes": b}
+		var over []string
+		if c := e.scaled(a, t, int64(d.DailyCaps.Recipients), rcptsOf, evd); int64(r) > c {
+			over = append(over, fmt.Sprintf("recipients %d > %d", r, c))
+		}
+		if c := e.scaled(a, t, int64(d.DailyCaps.Messages), msgsOf, evd); int64(m) > c {
+			over = append(over, fmt.Sprintf("messages %d > %d", m, c))
+		}
+		if d.DailyCaps.Bytes > 0 {
+			if c := e.scaled(a, t, d.DailyCaps.Bytes/1024, kibOf, evd) * 1024; b > c {
+				over = append(over, fmt.Sprintf("bytes %d > %d", b, c))
+			}
+		}
+		if len(over) > 0 {
+			if a.fired.quiet(dDailyCaps, t) && a.capInc != nil {
+				a.capInc.Stopped.count(ev)
+			} else {
+				evd["over"] = over
+				a.capInc = e.newIncident(dDailyCaps, &d.DailyCaps.Common, ev, ev.Account, ev.IP, evd)
+				out = append(out, a.capInc)
+				a.fired.set(dDailyCaps, t.Add(w))
+				a.markAnomalous(t)
+			}
+			if !e.cfg.DryRun {
+				e.verdict = max(e.verdict, Defer)
+				return out
+			}
+		}
+		a.msgs24.add(t, w, 1)
+		a.rcpts24.add(t, w, rcpts)
+		a.bytes24.add(t, w, kib)
+	}
+
+	// per_connection: messages in one authenticated SMTP session.
+	if d.PerConnection.Enabled && ev.Session != "" {
+		ss := e.st.session(sessionID(ev))
+		if ss.msgs == 0 {
+			ss.first, ss.account, ss.ip = t, ev.Account, ev.IP
+		}
+		ss.msgs++
+		if ss.msgs >= d.PerConnection.Messages && !ss.fired {
+			ss.fired = true
+			out = append(out, e.newIncident(dPerConnection, &d.PerConnection.Common, ev, ev.Account, ev.IP, map[string]any{
+				"messages":  ss.msgs,
+				"threshold": d.PerConnection.Messages,
+				"session":   ev.Session,
+				"since":     ss.first.UTC(),
+				"window":    "1h0m0s",
+			}))
+			a.markAnomalous(t)
+		}
+	}
+
+	// spamware: messages from one account and address.
+	if d.Spamware.Enabled && ev.IP.IsValid() {
+		w := d.Spamware.Window.D()
+		p := e.st.pairOf(ev.Account, event.NetKey(ev.IP))
+		if p.first.IsZero() || t.Sub(p.first) > w {
+			p.first = t
+		}
+		m := p.msgs.add(t, w, 1)
+		r := p.rcpts.add(t, w, rcpts)
+		if !a.fired.quiet(dSpamware, t) {
+			evd := map[string]any{"messages": m, "recipients": r}
+			capM := e.scaled(a, t, int64(d.Spamware.Messages), msgsOf, evd)
+			capR := e.scaled(a, t, int64(d.Spamware.Recipients), rcptsOf, evd)
+			if int64(m) >= capM || int64(r) >= capR {
+				evd["threshold_messages"], evd["threshold_recipients"] = capM, capR
+				out = append(out, e.newIncident(dSpamware, &d.Spamware.Common, ev, ev.Account, ev.IP, evd))
+				a.fired.set(dSpamware, t.Add(w))
+				a.markAnomalous(t)
+			}
+		}
+	}
+
+	return e.checkHarvest(a, ev, out)
+}
+
+func (e *Engine) rcptRejected(ev *event.Event, out []*Incident) []*Incident {
+	d := &e.cfg.Detectors.BadRcpt
+	if ev.Account == "" || !d.Enabled {
+		return out
+	}
+	a := e.st.account(ev.Account)
+	n := a.badRcpt.add(ev.Time, d.Window.D(), ev.N())
+	if n >= d.Recipients && !a.fired.quiet(dBadRcpt, ev.Time) {
+		out = append(out, e.newIncident(dBadRcpt, &d.Common, ev, ev.Account, ev.IP, map[string]any{
+			"rejected":  n,
+			"threshold": d.Recipients,
+		}))
+		a.fired.set(dBadRcpt, ev.Time.Add(d.Window.D()))
+		a.markAnomalous(ev.Time)
+	}
+	return out
+}

@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"net/netip"
+	"time"
+)
+
+// keyKind says what a tracked key stands for.
+type keyKind uint8
+
+const (
+	kAccount keyKind = iota + 1
+	kIP              // a client address (IPv6 /64)
+	kPair            // account + address (spamware)
+	kSession         // one SMTP connection (per_connection)
+)
+
+type key struct {
+	kind keyKind
+	s    string     // account or session id
+	ip   netip.Addr // address (NetKey)
+}
+
+// node is one tracked key in the LRU list. Exactly one of the state
+// pointers is set.
+type node struct {
+	k          key
+	prev, next *node
+	acct       *acctState
+	ip         *ipState
+	pair       *pairState
+	sess       *sessState
+}
+
+// store holds all per-key detector state, capped at max keys with
+// least-recently-used eviction, so that an attacker spraying millions of
+// addresses cannot grow memory without bound.
+type store struct {
+	max     int
+	m       map[key]*node
+	head    node // sentinel: head.next is the most recently used
+	evicted uint64
+}
+
+func newStore(max int) *store {
+	s := &store{max: max, m: make(map[key]*node, min(max, 1<<16))}
+	s.head.next, s.head.prev = &s.head, &s.head
+	return s
+}
+
+func (s *store) len() int { return len(s.m) }
+
+func (s *store) unlink(n *node) {
+	n.prev.next, n.next.prev = n.next, n.prev
+}
+
+func (s *store) pushFront(n *node) {
+	n.next, n.prev = s.head.next, &s.head
+	s.head.next.prev = n
+	s.head.next = n
+}
+
+// get returns the node for k, creating it when absent, and marks it used.
+func (s *store) get(k key) (*node, bool) {
+	if n, ok := s.m[k]; ok {
+		if s.head.next != n {
+			s.unlink(n)
+			s.pushFront(n)
+		}
+		return n, false
+	}
+	for len(s.m) >= s.max {
+		old := s.head.prev
+		s.unlink(old)
+		delete(s.m, old.k)
+		s.evicted++
+	}
+	n := &node{k: k}
+	s.m[k] = n
+	s.pushFront(n)
+	return n, true
+}
+
+// peek returns the node for k without creating it or marking it used.
+func (s *store) peek(k key) *node { return s.m[k] }
+
+func (s *store) del(k key) {
+	if n, ok := s.m[k]; ok {
+		s.unlink(n)
+		delete(s.m, k)
+	}
+}
+
+func (s *store) account(a string) *acctState {
+	n, _ := s.get(key{kind: kAccount, s: a})
+	if n.acct == nil {
+		n.acct = &acctState{}
+	}
+	return n.acct
+}
+
+func (s *store) addr(ip netip.Addr) *ipState {
+	n, _ := s.get(key{kind: kIP, ip: ip})
+	if n.ip == nil {
+		n.ip = &ipState{}
+	}
+	return n.ip
+}
+
+func (s *store) pairOf(a string, ip netip.Addr) *pairState {
+	n, _ := s.get(key{kind: kPair, s: a, ip: ip})
+	if n.pair == nil {
+		n.pair = &pairState{}
+	}
+	return n.pair
+}
+
+func (s *store) session(id string) *sessState {
+	n, _ := s.get(key{kind: kSession, s: id})
+	if n.sess == nil {
+		n.sess = &sessState{}
+	}
+	return n.sess
+}
+
+// ipAcct is what one address did with one account.
+type ipAcct struct {
+	fails    int
+	lastFail time.Time
+	lastOK   time.Time
+	stale    bool // the account is known on this network: an old password, not a guess
+}
+
+func ipAcctLast(v *ipAcct) time.Time {
+	if v.lastOK.After(v.lastFail) {
+		return v.lastOK
+	}
+	return v.lastFail
+}
+
+// ipState is what is known about one client address (IPv6 /64).
+type ipState struct {
+	fails     counter // failures that look like guesses, short window
+	failsLong counter // the same, long window
+	stale     counter // failures from clients with an old password
+	firstFail time.Time
+	lastFail  time.Time
+	lastIP    netip.Addr // full address of the last failure (evidence)
+	accts     recent[string, ipAcct]
+	pwhashes  recent[string, time.Time]
+	fired     firedSet
+}
+
+// netUse is one network's use of an account within a window.
+type netUse struct {
+	ip       netip.Addr // last full address
+	first    time.Time
+	last     time.Time
+	messages int
+	logins   int
+	known    bool // known for the account before this window
+}
+
+func netUseLast(v *netUse) time.Time { return v.last }
+
+// known is a network an account has logged in from.
+type knownNet struct {
+	first, last time.Time
+}
+
+func knownLast(v *knownNet) time.Time { return v.last }
+
+// failIP is one address failing for an account.
+type failIP struct {
+	ip    netip.Addr
+	n     int
+	first time.Time
+	last  time.Time
+}
+
+func failIPLast(v *failIP) time.Time { return v.last }
+
+// acctState is what is known about one account.
+type acctState struct {
+	known     recent[netip.Prefix, knownNet] // networks with successful logins
+	smtpNets  recent[netip.Prefix, netUse]   // SMTP use per network, botnet window
+	mboxNets  recent[netip.Prefix, netUse]   // IMAP/POP use per network, harvest window
+	failIPs   recent[netip.Addr, failIP]     // addresses failing for the account
+	badRcpt   counter
+	msgs24    counter // rolling 24 h
+	rcpts24   counter
+	bytes24   counter // in KiB
+	msgsWin   counter // harvest window
+	history   *history
+	fired     firedSet
+	holdUntil time.Time
+	holdInc   *Incident
+	capInc    *Incident // the daily_caps incident deferring this account
+}
+
+// pairState is one account sending from one address.
+type pairState struct {
+	msgs  counter
+	rcpts counter
+	first time.Time
+}
+
+// sessState is one SMTP connection.
+type sessState struct {
+	msgs    int
+	account string
+	ip      netip.Addr
+	first   time.Time
+	fired   bool
+}
+
+// firedSet remembers when each detector last fired for a key, so that one
+// attack makes one incident and not one per event.
+type firedSet struct {
+	until [numDetectors]time.Time
+}
+
+func (f *firedSet) quiet(d detector, t time.Time) bool { return t.Before(f.until[d]) }
+func (f *firedSet) set(d detector, until time.Time)    { f.until[d] = until }

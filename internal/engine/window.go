@@ -1,0 +1,108 @@
+package engine
+
+import "time"
+
+// nbuckets is the resolution of a sliding-window counter: counts are exact
+// to within one bucket (window/nbuckets) at the window's old edge.
+const nbuckets = 12
+
+// counter counts events in a sliding window of event time with constant
+// memory. Events older than the window (out of order) are dropped.
+type counter struct {
+	head    int64 // absolute bucket number of the newest bucket
+	buckets [nbuckets]uint32
+}
+
+func bucketOf(t time.Time, w time.Duration) int64 {
+	width := int64(w) / nbuckets
+	if width <= 0 {
+		width = 1
+	}
+	return t.UnixNano() / width
+}
+
+func (c *counter) advance(b int64) {
+	if b <= c.head {
+		return
+	}
+	if b-c.head >= nbuckets {
+		c.buckets = [nbuckets]uint32{}
+	} else {
+		for i := c.head + 1; i <= b; i++ {
+			c.buckets[i%nbuckets] = 0
+		}
+	}
+	c.head = b
+}
+
+// add counts n at t and returns the window's sum at t.
+func (c *counter) add(t time.Time, w time.Duration, n int) int {
+	b := bucketOf(t, w)
+	c.advance(b)
+	if b > c.head-nbuckets && n > 0 {
+		c.buckets[((b%nbuckets)+nbuckets)%nbuckets] += uint32(n)
+	}
+	return c.sum()
+}
+
+// sumAt returns the window's sum at t without adding.
+func (c *counter) sumAt(t time.Time, w time.Duration) int {
+	c.advance(bucketOf(t, w))
+	return c.sum()
+}
+
+func (c *counter) sum() int {
+	s := 0
+	for _, v := range c.buckets {
+		s += int(v)
+	}
+	return s
+}
+
+// recent is a capped map of keys to the time they were last seen, for
+// "distinct X in a window" questions. When full, the entry seen longest ago
+// makes room.
+type recent[K comparable, V any] struct {
+	m map[K]*V
+}
+
+func (r *recent[K, V]) get(k K) *V {
+	if r.m == nil {
+		return nil
+	}
+	return r.m[k]
+}
+
+// put returns the entry for k, creating it (evicting by oldest(V) when the
+// map holds max entries).
+func (r *recent[K, V]) put(k K, max int, last func(*V) time.Time) (*V, bool) {
+	if r.m == nil {
+		r.m = make(map[K]*V, 4)
+	}
+	if v, ok := r.m[k]; ok {
+		return v, false
+	}
+	if len(r.m) >= max {
+		var oldK K
+		var oldT time.Time
+		first := true
+		for k2, v2 := range r.m {
+			if t := last(v2); first || t.Before(oldT) {
+				oldK, oldT, first = k2, t, false
+			}
+		}
+		delete(r.m, oldK)
+	}
+	v := new(V)
+	r.m[k] = v
+	return v, true
+}
+
+// prune drops entries last seen before cutoff.
+func (r *recent[K, V]) prune(cutoff time.Time, last func(*V) time.Time) {
+	for k, v := range r.m {
+		if last(v).Before(cutoff) {
+			delete(r.m, k)
+		}
+	}
+}
