@@ -121,16 +121,28 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 	}
 	if acct != nil && !stale && d.AccountAttacked.Enabled {
 		w := d.AccountAttacked.Window.D()
-		f, _ := acct.failIPs.put(k, maxFailIPs, failIPLast)
-		if t.Sub(f.last) > w {
-			*f = failIP{first: t}
-		}
-		f.ip, f.last = ev.IP, t
-		f.n += ev.N()
-		if len(acct.failIPs.m) > d.AccountAttacked.IPs {
+		underAttack := acct.fired.quiet(dAccountAttacked, t)
+		// While the account is known to be under attack and its table is
+		// full, further attackers are only slowed down: the evidence has
+		// enough rows and a large attack must not cost a scan per failure.
+		f := acct.failIPs.get(k)
+		if f == nil && len(acct.failIPs.m) >= maxFailIPs && !underAttack {
 			acct.failIPs.prune(t.Add(-w), failIPLast)
 		}
-		if len(acct.failIPs.m) >= d.AccountAttacked.IPs && !acct.fired.quiet(dAccountAttacked, t) {
+		if f == nil && (!underAttack || len(acct.failIPs.m) < maxFailIPs) {
+			f, _ = acct.failIPs.put(k, maxFailIPs, failIPLast)
+		}
+		if f != nil {
+			if t.Sub(f.last) > w {
+				*f = failIP{first: t}
+			}
+			f.ip, f.last = ev.IP, t
+			f.n += ev.N()
+		}
+		if underAttack && !e.cfg.DryRun {
+			e.slow(ev.IP, acct.fired.until[dAccountAttacked]) // a new attacker of an account under attack
+		}
+		if !underAttack && acct.failIPs.count(t, w, failIPLast) >= d.AccountAttacked.IPs {
 			out = append(out, e.newIncident(dAccountAttacked, &d.AccountAttacked.Common, ev, ev.Account, netip.Addr{}, map[string]any{
 				"ips":       len(acct.failIPs.m),
 				"threshold": d.AccountAttacked.IPs,

@@ -40,8 +40,9 @@ func (h *history) slot(d int32) *dayTotals {
 }
 
 // p90 returns the 90th-percentile daily value over the complete days before
-// today (days without traffic count as zero, anomalous days are skipped)
-// and how many days that covers.
+// today (days without traffic count as zero; days of a confirmed compromise
+// are skipped) and how many days that covers. The 90th percentile ignores up
+// to three unusual days in thirty, so one burst does not raise the caps.
 func (h *history) p90(today int32, f func(*dayTotals) uint32) (float64, int) {
 	var vals []uint32
 	for d := max(h.first, today-30); d < today; d++ {
@@ -135,7 +136,6 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 				a.capInc = e.newIncident(dDailyCaps, &d.DailyCaps.Common, ev, ev.Account, ev.IP, evd)
 				out = append(out, a.capInc)
 				a.fired.set(dDailyCaps, t.Add(w))
-				a.markAnomalous(t)
 			}
 			if !e.cfg.DryRun {
 				e.verdict = max(e.verdict, Defer)
@@ -163,7 +163,6 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 				"since":     ss.first.UTC(),
 				"window":    "1h0m0s",
 			}))
-			a.markAnomalous(t)
 		}
 	}
 
@@ -184,7 +183,6 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 				evd["threshold_messages"], evd["threshold_recipients"] = capM, capR
 				out = append(out, e.newIncident(dSpamware, &d.Spamware.Common, ev, ev.Account, ev.IP, evd))
 				a.fired.set(dSpamware, t.Add(w))
-				a.markAnomalous(t)
 			}
 		}
 	}

@@ -106,7 +106,7 @@ type Engine struct {
 	st     *store
 	locks  map[string]*lockInfo
 	blocks map[netip.Addr]*blockInfo
-	tarpit map[string]time.Time // attacked accounts, until
+	tarpit map[netip.Addr]time.Time // addresses attacking an account, until
 
 	verdict Verdict // set by detectors that decide without an incident (a cap still exceeded)
 }
@@ -118,7 +118,7 @@ func New(cfg *config.Config) *Engine {
 		st:     newStore(cfg.MaxTrackedKeys),
 		locks:  map[string]*lockInfo{},
 		blocks: map[netip.Addr]*blockInfo{},
-		tarpit: map[string]time.Time{},
+		tarpit: map[netip.Addr]time.Time{},
 	}
 }
 
@@ -182,12 +182,13 @@ func (e *Engine) Process(ev *event.Event, out []*Incident) (Verdict, []*Incident
 			v = w
 		}
 	}
-	if v == Allow && ev.Account != "" {
-		if until, ok := e.tarpit[ev.Account]; ok {
-			if ev.Time.Before(until) && ev.Kind != event.Message {
+	if v == Allow && ev.IP.IsValid() && len(e.tarpit) > 0 && ev.Kind != event.Message {
+		k := event.NetKey(ev.IP)
+		if until, ok := e.tarpit[k]; ok {
+			if ev.Time.Before(until) {
 				v = Tarpit
-			} else if !ev.Time.Before(until) {
-				delete(e.tarpit, ev.Account)
+			} else {
+				delete(e.tarpit, k)
 			}
 		}
 	}
@@ -260,11 +261,31 @@ func (e *Engine) apply(inc *Incident, ev *event.Event) Verdict {
 	case config.Defer:
 		return Defer
 	}
-	if inc.Detector == dAccountAttacked.String() && inc.Account != "" {
-		e.tarpit[inc.Account] = ev.Time.Add(e.cfg.Detectors.AccountAttacked.Window.D())
-		return Tarpit
+	if inc.Detector == dAccountAttacked.String() {
+		if rows, ok := inc.Evidence["attackers"].([]failRow); ok {
+			until := ev.Time.Add(e.cfg.Detectors.AccountAttacked.Window.D())
+			for _, r := range rows {
+				if a, err := netip.ParseAddr(r.IP); err == nil {
+					e.slow(a, until)
+				}
+			}
+			if ev.IP.IsValid() && ev.Kind == event.AuthFail {
+				return Tarpit
+			}
+		}
 	}
 	return Allow
+}
+
+// slow tarpits an address until a time; the table is bounded.
+func (e *Engine) slow(a netip.Addr, until time.Time) {
+	if len(e.tarpit) >= e.cfg.MaxTrackedKeys {
+		for k := range e.tarpit { // full: drop any one (map order is random)
+			delete(e.tarpit, k)
+			break
+		}
+	}
+	e.tarpit[event.NetKey(a)] = until
 }
 
 func (e *Engine) holdFor(inc *Incident) time.Duration {
