@@ -247,28 +247,37 @@ var months = map[string]time.Month{
 // bsdTime parses "Mon DD HH:MM:SS" (day space- or zero-padded, optional
 // fraction) followed by a space.
 func (f *Framer) bsdTime(s string) (time.Time, string, bool) {
-	if len(s) < 16 || s[3] != ' ' {
+	if len(s) < 15 || s[3] != ' ' {
 		return time.Time{}, s, false
 	}
 	mon, ok := months[s[:3]]
 	if !ok {
 		return time.Time{}, s, false
 	}
-	ds := s[4:6]
-	if ds[0] == ' ' {
-		ds = ds[1:]
+	// The day is "DD", " D" (syslog's padding) or "D" (some relays drop it).
+	var d int
+	var ok1 bool
+	switch {
+	case s[4] == ' ':
+		d, ok1 = num(s[5:6])
+		s = s[6:]
+	case s[5] == ' ':
+		d, ok1 = num(s[4:5])
+		s = s[5:]
+	default:
+		d, ok1 = num(s[4:6])
+		s = s[6:]
 	}
-	d, ok1 := num(ds)
-	if s[6] != ' ' || s[9] != ':' || s[12] != ':' {
+	if len(s) < 10 || s[0] != ' ' || s[3] != ':' || s[6] != ':' {
 		return time.Time{}, s, false
 	}
-	h, ok2 := num(s[7:9])
-	mi, ok3 := num(s[10:12])
-	se, ok4 := num(s[13:15])
+	h, ok2 := num(s[1:3])
+	mi, ok3 := num(s[4:6])
+	se, ok4 := num(s[7:9])
 	if !(ok1 && ok2 && ok3 && ok4) || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 {
 		return time.Time{}, s, false
 	}
-	i := 15
+	i := 9
 	ns := 0
 	if s[i] == '.' {
 		j := i + 1

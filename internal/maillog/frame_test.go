@@ -24,6 +24,7 @@ func TestFrame(t *testing.T) {
 		{"2019-10-22 03:39:17 mx1.fqdn.local exim[29786]: dovecot_login authenticator", "2019-10-22T03:39:17+02:00", "mx1.fqdn.local", "exim", "29786", "dovecot_login authenticator"},
 		{"mail.example.com exim[3751842]: 2021-07-17 23:20:49 plain_server authenticator", "2021-07-17T23:20:49+02:00", "mail.example.com", "exim", "3751842", "plain_server authenticator"},
 		{"2013-08-11 03:56:40 auth-worker(default): Info: pam(username,1.2.3.4): x", "2013-08-11T03:56:40+02:00", "", "auth-worker(default)", "", "Info: pam(username,1.2.3.4): x"},
+		{"Mar 7 02:09:33 srv postfix/smtpd[1]: x y", "2005-03-07T02:09:33+01:00", "srv", "postfix/smtpd", "1", "x y"},
 		{"Jan 14 15:54:30 pop3-login: Info: Aborted login", "2005-01-14T15:54:30+01:00", "", "pop3-login", "", "Info: Aborted login"},
 		{"2024-11-04T09:11:01.123456+01:00 mx dovecot[12]: imap-login: Login", "2024-11-04T09:11:01.123456+01:00", "mx", "dovecot", "12", "imap-login: Login"},
 		{"2024-11-04 09:11:01.250 +0100 [42] <= a@b H=x", "2024-11-04T09:11:01.25+01:00", "", "", "42", "<= a@b H=x"},
