@@ -114,11 +114,17 @@ func WriteText(w io.Writer, incs []*engine.Incident, s Summary, loc *time.Locati
 		fmt.Fprintf(w, "%s  %s  %s  %s%s\n", inc.DetectedAt.In(loc).Format("2006-01-02 15:04:05"), inc.Detector, inc.Action, who, dry)
 		fmt.Fprintf(w, "  %s\n", explain(inc))
 		if st := inc.Stopped; st != (engine.Stopped{}) {
-			verb := "stopped"
-			if inc.DryRun {
-				verb = "would have stopped"
+			var parts []string
+			if st.Messages > 0 {
+				parts = append(parts, fmt.Sprintf("%d messages (%d recipients)", st.Messages, st.Recipients))
 			}
-			fmt.Fprintf(w, "  %s afterwards: %d messages (%d recipients), %d failed logins, %d logins\n", verb, st.Messages, st.Recipients, st.AuthAttempts, st.Logins)
+			if st.AuthAttempts > 0 {
+				parts = append(parts, fmt.Sprintf("%d failed logins", st.AuthAttempts))
+			}
+			if st.Logins > 0 {
+				parts = append(parts, fmt.Sprintf("%d logins", st.Logins))
+			}
+			fmt.Fprintf(w, "  would have stopped afterwards: %s\n", strings.Join(parts, ", "))
 		}
 		if inc.Account != "" && tables != nil {
 			if t := tables(inc.Account, inc.DetectedAt); t != nil {

@@ -1,0 +1,225 @@
+// Package replay reads mail logs (files, .gz, stdin), frames and parses their
+// lines with the Exim, Postfix and Dovecot parsers, merges several files in
+// timestamp order and hands the events, in order, to a consumer (the engine
+// in `mailwarden analyze`). Lines that do not parse are counted, never fatal.
+//
+// It does not detect anything and does not format output.
+package replay
+
+import (
+	"bufio"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mailwarden/mailwarden/internal/dovecot"
+	"github.com/mailwarden/mailwarden/internal/event"
+	"github.com/mailwarden/mailwarden/internal/exim"
+	"github.com/mailwarden/mailwarden/internal/maillog"
+	"github.com/mailwarden/mailwarden/internal/postfix"
+)
+
+// MaxLine is the longest line read whole; longer lines are skipped (counted
+// as unparsed) without growing memory.
+const MaxLine = 64 * 1024
+
+// Options tune how lines are read.
+type Options struct {
+	Loc  *time.Location // zone of timestamps without one (nil: UTC)
+	Year int            // year of BSD syslog timestamps (0: from the file date)
+}
+
+// Counts are a stream's line statistics.
+type Counts struct {
+	Lines    int64 // lines read
+	Unparsed int64 // lines no parser understood (garbage, truncated, unknown shapes)
+	Ignored  int64 // known lines that carry nothing for detection, and other programs' lines
+	Events   int64 // events produced
+	Bytes    int64 // bytes read
+}
+
+// dispatcher routes framed lines to the parser of their server.
+type dispatcher struct {
+	ex *exim.Parser
+	pf *postfix.Parser
+	dc *dovecot.Parser
+}
+
+func newDispatcher() *dispatcher {
+	return &dispatcher{ex: exim.New(), pf: postfix.New(), dc: dovecot.New()}
+}
+
+func (d *dispatcher) parse(l *maillog.Line, dst []event.Event) ([]event.Event, maillog.Result) {
+	switch {
+	case postfix.Owns(l):
+		return d.pf.Parse(l, dst)
+	case dovecot.Owns(l):
+		return d.dc.Parse(l, dst)
+	case exim.Owns(l):
+		return d.ex.Parse(l, dst)
+	}
+	if l.Program != "" && l.Host != "" {
+		return dst, maillog.Ignored // another program in a shared mail.log
+	}
+	return dst, maillog.Unknown
+}
+
+func (d *dispatcher) flush(dst []event.Event) []event.Event {
+	dst = d.pf.Flush(dst)
+	dst = d.dc.Flush(dst)
+	return d.ex.Flush(dst)
+}
+
+// Stream yields the events of one input in order of its lines.
+type Stream struct {
+	Name   string
+	Counts Counts
+
+	r      *bufio.Reader
+	closer io.Closer
+	fr     maillog.Framer
+	d      *dispatcher
+	buf    []event.Event
+	pos    int
+	done   bool
+	err    error
+}
+
+// Open opens a log file ("-" is stdin; a .gz name or gzip magic is
+// decompressed).
+func Open(name string, o Options) (*Stream, error) {
+	s := &Stream{Name: name, d: newDispatcher()}
+	s.fr.Loc, s.fr.Year = o.Loc, o.Year
+	var f io.ReadCloser
+	if name == "-" {
+		f = io.NopCloser(os.Stdin)
+		s.fr.Ref = time.Now()
+	} else {
+		ff, err := os.Open(name)
+		if err != nil {
+			return nil, err
+		}
+		if st, err := ff.Stat(); err == nil {
+			s.fr.Ref = st.ModTime()
+		}
+		f = ff
+	}
+	br := bufio.NewReaderSize(&countReader{r: f, n: &s.Counts.Bytes}, 256*1024)
+	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		br = bufio.NewReaderSize(zr, 256*1024)
+	} else if strings.HasSuffix(name, ".gz") {
+		f.Close()
+		return nil, fmt.Errorf("%s: not in gzip format", name)
+	}
+	s.r, s.closer = br, f
+	return s, nil
+}
+
+// NewStream reads from r (tests, stdin).
+func NewStream(name string, r io.Reader, o Options, ref time.Time) *Stream {
+	s := &Stream{Name: name, d: newDispatcher()}
+	s.fr.Loc, s.fr.Year, s.fr.Ref = o.Loc, o.Year, ref
+	s.r = bufio.NewReaderSize(&countReader{r: r, n: &s.Counts.Bytes}, 256*1024)
+	return s
+}
+
+type countReader struct {
+	r io.Reader
+	n *int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	*c.n += int64(n)
+	return n, err
+}
+
+// Close releases the input.
+func (s *Stream) Close() error {
+	if s.closer != nil {
+		return s.closer.Close()
+	}
+	return nil
+}
+
+// Err returns the read error that ended the stream, if any.
+func (s *Stream) Err() error { return s.err }
+
+// Next returns the next event, or nil at the end of the input.
+func (s *Stream) Next() *event.Event {
+	for s.pos >= len(s.buf) {
+		if s.done {
+			return nil
+		}
+		s.buf, s.pos = s.buf[:0], 0
+		s.fill()
+	}
+	ev := &s.buf[s.pos]
+	s.pos++
+	return ev
+}
+
+// fill reads lines until at least one event is buffered or input ends.
+func (s *Stream) fill() {
+	var l maillog.Line
+	for len(s.buf) == 0 {
+		line, err := s.readLine()
+		if err != nil {
+			if err != io.EOF {
+				s.err = fmt.Errorf("%s: %w", s.Name, err)
+			}
+			s.buf = s.d.flush(s.buf)
+			s.Counts.Events += int64(len(s.buf))
+			s.done = true
+			return
+		}
+		s.Counts.Lines++
+		if line == "" || !s.fr.Frame(line, &l) {
+			s.Counts.Unparsed++
+			continue
+		}
+		n := len(s.buf)
+		var res maillog.Result
+		s.buf, res = s.d.parse(&l, s.buf)
+		switch res {
+		case maillog.Unknown:
+			s.Counts.Unparsed++
+		case maillog.Ignored:
+			s.Counts.Ignored++
+		}
+		s.Counts.Events += int64(len(s.buf) - n)
+	}
+}
+
+// readLine returns the next line without its end; a line longer than
+// MaxLine is returned as "" (unparsed) after skipping it.
+func (s *Stream) readLine() (string, error) {
+	b, err := s.r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull || (err == nil && len(b) > MaxLine) {
+		for err == bufio.ErrBufferFull {
+			_, err = s.r.ReadSlice('\n')
+		}
+		if err != nil && err != io.EOF {
+			return "", err
+		}
+		return "", nil
+	}
+	if err == io.EOF && len(b) > 0 {
+		err = nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if len(b) > MaxLine {
+		return "", nil
+	}
+	return string(b), nil
+}
