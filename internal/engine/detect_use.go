@@ -64,7 +64,7 @@ func (e *Engine) track(a *acctState, nets *recent[netip.Prefix, netUse], ev *eve
 // newNets counts networks used within w that were not known before, and
 // the distinct wide blocks (IPv4 /8, IPv6 /16) they span.
 func newNets(nets *recent[netip.Prefix, netUse], t time.Time, w time.Duration) (n, spread int) {
-	var blocks [8]uint16
+	var blocks [32]uint16
 	nb := 0
 	for p, nu := range nets.m {
 		if nu.known || t.Sub(nu.last) >= w {

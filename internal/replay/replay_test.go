@@ -29,7 +29,7 @@ const good = "Nov  4 09:11:01 mx1 dovecot: imap-login: Login: user=<joe@example.
 func TestBadInputCountedUnparsed(t *testing.T) {
 	var b bytes.Buffer
 	b.WriteString(good)
-	b.WriteString("Nov  4 09:11:02 mx1 postfix/smtpd[1]: NOQUEUE: reje\n")            // truncated
+	b.WriteString("Nov  4 09:11:02 mx1 postfix/smtpd[1]: NOQUEUE: reje\n")           // truncated
 	b.WriteString("Nov  4 09:11:0")                                                  // truncated timestamp
 	b.WriteString("\n")                                                              //
 	b.WriteString(strings.Repeat("x", 1<<20) + "\n")                                 // 1 MB line
