@@ -143,7 +143,7 @@ func analyze(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	c := m.Counts()
-	sum := report.Summary{Lines: c.Lines, Events: c.Events, Unparsed: c.Unparsed, Ignored: c.Ignored, Incidents: len(incs), Files: len(m.Streams)}
+	sum := report.Summary{Lines: c.Lines, Events: c.Events, Unparsed: c.Unparsed, Ignored: c.Ignored, Incidents: len(incs), Files: len(m.Streams), Keys: eng.TrackedKeys(), Evicted: eng.Evicted()}
 	w := bufio.NewWriter(stdout)
 	defer w.Flush()
 	if *format == "json" {

@@ -3,6 +3,7 @@ package engine
 import (
 	"net/netip"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mailwarden/mailwarden/internal/event"
@@ -45,7 +46,8 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 		return out
 	}
 	k := event.NetKey(ev.IP)
-	s := e.st.addr(k)
+	ipst := e.st.addr(k)
+	s := ipst.fail()
 	if ev.PwHash != "" {
 		// The same wrong password again is a client retrying, not a new guess.
 		p, isNew := s.pwhashes.put(ev.PwHash, maxPwHashes, timeLast)
@@ -57,7 +59,10 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 		*p = t
 	}
 	if ev.Account != "" {
-		ia, _ := s.accts.put(ev.Account, maxIPAccts, ipAcctLast)
+		ia, isNew := s.accts.put(ev.Account, maxIPAccts, ipAcctLast)
+		if isNew {
+			s.accts.rekey(ev.Account, strings.Clone(ev.Account))
+		}
 		if t.Sub(ia.lastFail) > d.CrackIP.LongWindow.D() {
 			ia.fails = 0
 		}
@@ -68,7 +73,7 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 	if t.Sub(s.lastFail) > d.CrackIP.LongWindow.D() {
 		s.firstFail = t
 	}
-	s.lastFail, s.lastIP = t, ev.IP
+	s.lastFail = t
 	if stale && n > 0 {
 		// A client with an old password from the account's usual network:
 		// tolerated up to a budget, then counted like any other failure.
@@ -77,7 +82,7 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 	}
 	short := s.fails.add(t, d.CrackIP.Window.D(), n)
 	long := s.failsLong.add(t, d.CrackIP.LongWindow.D(), n)
-	logins := s.logins(t, d.CrackIP.LongWindow.D())
+	logins := ipst.logins(t, d.CrackIP.LongWindow.D())
 
 	if d.CrackIP.Enabled && !s.fired.quiet(dCrackIP, t) {
 		bonus := logins * d.CrackIP.PerLoginBonus
@@ -109,7 +114,7 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 				failing++
 			}
 		}
-		need := d.SprayIP.Accounts + s.logins(t, w)*d.SprayIP.PerLoginBonus
+		need := d.SprayIP.Accounts + ipst.logins(t, w)*d.SprayIP.PerLoginBonus
 		if failing >= need {
 			out = append(out, e.newIncident(dSprayIP, &d.SprayIP.Common, ev, "", ev.IP, map[string]any{
 				"accounts":  failing,
@@ -119,7 +124,9 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 			s.fired.set(dSprayIP, t.Add(w))
 		}
 	}
-	if acct != nil && !stale && d.AccountAttacked.Enabled {
+	// Only accounts seen logging in are protected: background noise that
+	// tries "admin" or "test" from thousands of addresses is not news.
+	if acct != nil && !stale && d.AccountAttacked.Enabled && len(acct.known.m) > 0 {
 		w := d.AccountAttacked.Window.D()
 		underAttack := acct.fired.quiet(dAccountAttacked, t)
 		// While the account is known to be under attack and its table is
@@ -183,18 +190,6 @@ func (e *Engine) attackedFrom(a *acctState, ev *event.Event, out []*Incident) []
 	return append(out, inc)
 }
 
-// logins returns how many distinct accounts logged in successfully from the
-// address within w (a NAT or proxy serves many users).
-func (s *ipState) logins(t time.Time, w time.Duration) int {
-	n := 0
-	for _, ia := range s.accts.m {
-		if !ia.lastOK.IsZero() && t.Sub(ia.lastOK) < w {
-			n++
-		}
-	}
-	return n
-}
-
 // AccountRow is one row of an evidence table.
 type AccountRow struct {
 	Account  string `json:"account"`
@@ -202,7 +197,7 @@ type AccountRow struct {
 	Stale    bool   `json:"stale_password,omitempty"`
 }
 
-func (s *ipState) accountTable(t time.Time, w time.Duration, top int) []AccountRow {
+func (s *ipFail) accountTable(t time.Time, w time.Duration, top int) []AccountRow {
 	var rows []AccountRow
 	for a, ia := range s.accts.m {
 		if ia.fails > 0 && t.Sub(ia.lastFail) < w {

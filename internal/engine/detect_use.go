@@ -13,9 +13,7 @@ func (e *Engine) authOK(ev *event.Event, out []*Incident) []*Incident {
 		return out
 	}
 	t := ev.Time
-	s := e.st.addr(event.NetKey(ev.IP))
-	ia, _ := s.accts.put(ev.Account, maxIPAccts, ipAcctLast)
-	ia.lastOK = t
+	e.st.addr(event.NetKey(ev.IP)).addLogin(ev.Account, t)
 	a := e.st.account(ev.Account)
 	out = e.attackedFrom(a, ev, out)
 	switch ev.Protocol {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -75,6 +76,7 @@ func (s *store) get(k key) (*node, bool) {
 		delete(s.m, old.k)
 		s.evicted++
 	}
+	k.s = strings.Clone(k.s) // do not pin the log line a name came from
 	n := &node{k: k}
 	s.m[k] = n
 	s.pushFront(n)
@@ -127,28 +129,81 @@ func (s *store) session(id string) *sessState {
 type ipAcct struct {
 	fails    int
 	lastFail time.Time
-	lastOK   time.Time
 	stale    bool // the account is known on this network: an old password, not a guess
 }
 
-func ipAcctLast(v *ipAcct) time.Time {
-	if v.lastOK.After(v.lastFail) {
-		return v.lastOK
-	}
-	return v.lastFail
+func ipAcctLast(v *ipAcct) time.Time { return v.lastFail }
+
+// loginRec is one account that logged in from an address (hashed: only
+// distinct counting is needed).
+type loginRec struct {
+	h uint32
+	t int64 // unix seconds
 }
 
-// ipState is what is known about one client address (IPv6 /64).
+// ipState is what is known about one client address (IPv6 /64). Most
+// addresses only ever log in; failure state is allocated on the first
+// failure.
 type ipState struct {
+	seen [8]loginRec
+	f    *ipFail
+}
+
+// ipFail is the failure history of an address.
+type ipFail struct {
 	fails     counter // failures that look like guesses, short window
 	failsLong counter // the same, long window
 	stale     counter // failures from clients with an old password
 	firstFail time.Time
 	lastFail  time.Time
-	lastIP    netip.Addr // full address of the last failure (evidence)
 	accts     recent[string, ipAcct]
 	pwhashes  recent[string, time.Time]
 	fired     firedSet
+}
+
+func (s *ipState) fail() *ipFail {
+	if s.f == nil {
+		s.f = &ipFail{}
+	}
+	return s.f
+}
+
+// addLogin records a successful login of account from the address.
+func (s *ipState) addLogin(account string, t time.Time) {
+	h := fnv32(account)
+	old := 0
+	for i := range s.seen {
+		if s.seen[i].h == h && s.seen[i].t != 0 {
+			s.seen[i].t = t.Unix()
+			return
+		}
+		if s.seen[i].t < s.seen[old].t {
+			old = i
+		}
+	}
+	s.seen[old] = loginRec{h, t.Unix()}
+}
+
+// logins returns how many distinct accounts logged in successfully from the
+// address within w (a NAT or proxy serves many users); at most 8.
+func (s *ipState) logins(t time.Time, w time.Duration) int {
+	n := 0
+	cut := t.Add(-w).Unix()
+	for _, r := range s.seen {
+		if r.t != 0 && r.t > cut {
+			n++
+		}
+	}
+	return n
+}
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
 }
 
 // netUse is one network's use of an account within a window.

@@ -106,3 +106,12 @@ func (r *recent[K, V]) prune(cutoff time.Time, last func(*V) time.Time) {
 		}
 	}
 }
+
+// rekey moves the entry at old to new (to replace a key that pins a large
+// string with a copy of it).
+func (r *recent[K, V]) rekey(old, new K) {
+	if v, ok := r.m[old]; ok {
+		delete(r.m, old)
+		r.m[new] = v
+	}
+}

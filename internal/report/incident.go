@@ -19,8 +19,10 @@ type Summary struct {
 	Incidents int   `json:"incidents"`
 	// Ignored lines are known lines without meaning for detection; not part
 	// of the JSON contract, shown in text only.
-	Ignored int64 `json:"-"`
-	Files   int   `json:"-"`
+	Ignored int64  `json:"-"`
+	Files   int    `json:"-"`
+	Keys    int    `json:"-"` // keys holding detector state at the end
+	Evicted uint64 `json:"-"`
 }
 
 // jsonIncident is the JSON Lines contract for one incident.
@@ -81,6 +83,7 @@ func WriteJSON(w io.Writer, incs []*engine.Incident, s Summary) error {
 // people. tables gives the account's day table where one was collected.
 func WriteText(w io.Writer, incs []*engine.Incident, s Summary, loc *time.Location, tables func(account string, t time.Time) *DayTable) {
 	fmt.Fprintf(w, "%d lines read from %d input(s): %d events, %d lines unparsed, %d ignored\n", s.Lines, s.Files, s.Events, s.Unparsed, s.Ignored)
+	fmt.Fprintf(w, "detector state: %d keys at the end, %d evicted to stay under max_tracked_keys\n", s.Keys, s.Evicted)
 	byDet := map[string]int{}
 	for _, inc := range incs {
 		byDet[inc.Detector]++
