@@ -118,6 +118,10 @@ type Networks struct {
 	// networks must span before botnet or harvest fire: a phone hopping
 	// through one carrier's NAT pool stays in one or two.
 	MinSpread int `yaml:"min_spread"` // default 3
+	// CommonAccounts: a network from which at least this many other
+	// accounts log in is a common access network of your users (a
+	// carrier's NAT pool, a large ISP) and never counts as new. 0 disables.
+	CommonAccounts int `yaml:"common_accounts"` // default 5, at most 14
 }
 
 // Detectors configures each detector.
@@ -230,7 +234,7 @@ func Default() *Config {
 	m := func(n int) Duration { return Duration(time.Duration(n) * time.Minute) }
 	return &Config{
 		MaxTrackedKeys: 1_000_000,
-		Networks:       Networks{IPv4Prefix: 16, IPv6Prefix: 32, MinSpread: 3},
+		Networks:       Networks{IPv4Prefix: 16, IPv6Prefix: 32, MinSpread: 3, CommonAccounts: 5},
 		BlockFor:       h(1),
 		Detectors: Detectors{
 			CrackIP: CrackIP{Common: Common{true, BlockIP, m(15)}, Failures: 12, LongWindow: h(24), LongFailures: 40,
@@ -239,11 +243,11 @@ func Default() *Config {
 			AccountAttacked: AccountAttacked{Common: Common{true, Alert, h(1)}, IPs: 6, SuccessAction: Lock},
 			Botnet: Botnet{Common: Common{true, Lock, h(24)}, Networks: 8, Burst: 5, BurstWindow: m(10),
 				KnownFor: Duration(30 * 24 * time.Hour)},
-			Spamware:      Spamware{Common: Common{true, Hold, h(1)}, Messages: 150, Recipients: 600},
+			Spamware:      Spamware{Common: Common{true, Hold, h(1)}, Messages: 200, Recipients: 1000},
 			PerConnection: PerConnection{Common: Common{true, Hold, 0}, Messages: 50},
 			BadRcpt:       BadRcpt{Common: Common{true, Lock, h(1)}, Recipients: 40},
 			DailyCaps: DailyCaps{Common: Common{true, Defer, h(24)}, Recipients: 1000, Messages: 1000,
-				Bytes: 2 << 30, HistoryFactor: 2, HistoryDays: 7},
+				Bytes: 2 << 30, HistoryFactor: 2, HistoryDays: 3},
 			Harvest: Harvest{Common: Common{true, Lock, h(24)}, Networks: 6, Messages: 1},
 		},
 	}
@@ -308,6 +312,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Networks.IPv6Prefix < 16 || c.Networks.IPv6Prefix > 64 {
 		bad("networks.ipv6_prefix: %d is out of range 16..64", c.Networks.IPv6Prefix)
+	}
+	if c.Networks.CommonAccounts < 0 || c.Networks.CommonAccounts > 14 {
+		bad("networks.common_accounts: %d is out of range 0..14", c.Networks.CommonAccounts)
 	}
 	d := &c.Detectors
 	for _, x := range []struct {

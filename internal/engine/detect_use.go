@@ -26,8 +26,10 @@ func (e *Engine) authOK(ev *event.Event, out []*Incident) []*Incident {
 }
 
 // remember records a successful use of the account from ip's network.
-func (e *Engine) remember(a *acctState, ip netip.Addr, t time.Time) {
-	k, isNew := a.known.put(e.network(ip), maxKnownNets, knownLast)
+func (e *Engine) remember(a *acctState, account string, ip netip.Addr, t time.Time) {
+	net := e.network(ip)
+	e.pop.add(net, account, e.cfg.Networks.CommonAccounts)
+	k, isNew := a.known.put(net, maxKnownNets, knownLast)
 	if isNew {
 		k.first = t
 	}
@@ -59,13 +61,14 @@ func (e *Engine) track(a *acctState, nets *recent[netip.Prefix, netUse], ev *eve
 	}
 }
 
-// newNets counts networks used within w that were not known before, and
+// newNets counts networks used within w that were not known for the
+// account before and are not common access networks of other accounts, and
 // the distinct wide blocks (IPv4 /8, IPv6 /16) they span.
-func newNets(nets *recent[netip.Prefix, netUse], t time.Time, w time.Duration) (n, spread int) {
+func (e *Engine) newNets(account string, nets *recent[netip.Prefix, netUse], t time.Time, w time.Duration) (n, spread int) {
 	var blocks [32]uint16
 	nb := 0
 	for p, nu := range nets.m {
-		if nu.known || t.Sub(nu.last) >= w {
+		if nu.known || t.Sub(nu.last) >= w || e.pop.common(p, account, e.cfg.Networks.CommonAccounts) {
 			continue
 		}
 		n++
@@ -102,12 +105,12 @@ func (e *Engine) use(ev *event.Event, out []*Incident) []*Incident {
 	a := e.st.account(ev.Account)
 	w := d.Window.D()
 	e.track(a, &a.smtpNets, ev, w)
-	e.remember(a, ev.IP, ev.Time)
+	e.remember(a, ev.Account, ev.IP, ev.Time)
 	if !d.Enabled || a.fired.quiet(dBotnet, ev.Time) {
 		return out
 	}
-	n, spread := newNets(&a.smtpNets, ev.Time, w)
-	burst, bspread := newNets(&a.smtpNets, ev.Time, d.BurstWindow.D())
+	n, spread := e.newNets(ev.Account, &a.smtpNets, ev.Time, w)
+	burst, bspread := e.newNets(ev.Account, &a.smtpNets, ev.Time, d.BurstWindow.D())
 	minSpread := e.cfg.Networks.MinSpread
 	var why string
 	switch {
@@ -141,7 +144,7 @@ func (e *Engine) use(ev *event.Event, out []*Incident) []*Incident {
 func (e *Engine) mailbox(a *acctState, ev *event.Event, out []*Incident) []*Incident {
 	d := &e.cfg.Detectors.Harvest
 	e.track(a, &a.mboxNets, ev, d.Window.D())
-	e.remember(a, ev.IP, ev.Time)
+	e.remember(a, ev.Account, ev.IP, ev.Time)
 	return e.checkHarvest(a, ev, out)
 }
 
@@ -151,7 +154,7 @@ func (e *Engine) checkHarvest(a *acctState, ev *event.Event, out []*Incident) []
 		return out
 	}
 	w := d.Window.D()
-	n, spread := newNets(&a.mboxNets, ev.Time, w)
+	n, spread := e.newNets(ev.Account, &a.mboxNets, ev.Time, w)
 	if n < d.Networks || spread < e.cfg.Networks.MinSpread {
 		return out
 	}
@@ -192,4 +195,66 @@ func netTable(nets *recent[netip.Prefix, netUse], t time.Time, w time.Duration) 
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].IP < rows[j].IP })
 	return rows
+}
+
+// popularity remembers, per network, a few of the distinct accounts that
+// logged in from it. A network many of your users come from (a mobile
+// carrier's NAT pool, a large ISP) is no sign of a stolen password; the
+// networks of a botnet are mostly ones none of your users use.
+type popularity struct {
+	m   map[netip.Prefix]*popEntry
+	max int
+}
+
+type popEntry struct {
+	n uint8
+	h [15]uint32 // distinct account hashes, up to the configured count
+}
+
+func (p *popularity) add(net netip.Prefix, account string, need int) {
+	if need <= 0 {
+		return
+	}
+	e := p.m[net]
+	if e == nil {
+		if len(p.m) >= p.max {
+			for k := range p.m { // full: forget one network (map order is random)
+				delete(p.m, k)
+				break
+			}
+		}
+		e = &popEntry{}
+		p.m[net] = e
+	}
+	if int(e.n) > need || int(e.n) >= len(e.h) {
+		return
+	}
+	h := fnv32(account)
+	for _, x := range e.h[:e.n] {
+		if x == h {
+			return
+		}
+	}
+	e.h[e.n] = h
+	e.n++
+}
+
+// common reports whether at least need accounts other than account have
+// logged in from net.
+func (p *popularity) common(net netip.Prefix, account string, need int) bool {
+	if need <= 0 {
+		return false
+	}
+	e := p.m[net]
+	if e == nil || int(e.n) < need {
+		return false
+	}
+	h := fnv32(account)
+	others := int(e.n)
+	for _, x := range e.h[:e.n] {
+		if x == h {
+			others--
+		}
+	}
+	return others >= need
 }

@@ -108,7 +108,8 @@ type Engine struct {
 	blocks map[netip.Addr]*blockInfo
 	tarpit map[netip.Addr]time.Time // addresses attacking an account, until
 
-	verdict Verdict // set by detectors that decide without an incident (a cap still exceeded)
+	pop     popularity // accounts per network, for "new network" counting
+	verdict Verdict    // set by detectors that decide without an incident (a cap still exceeded)
 }
 
 // New returns an engine for cfg (which must be validated).
@@ -119,6 +120,7 @@ func New(cfg *config.Config) *Engine {
 		locks:  map[string]*lockInfo{},
 		blocks: map[netip.Addr]*blockInfo{},
 		tarpit: map[netip.Addr]time.Time{},
+		pop:    popularity{m: map[netip.Prefix]*popEntry{}, max: 1 << 18},
 	}
 }
 

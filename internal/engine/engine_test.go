@@ -249,7 +249,7 @@ func TestHarvest(t *testing.T) {
 
 func TestSpamwareAndHistory(t *testing.T) {
 	r := newRun(t, nil)
-	for i := 0; i < 150; i++ {
+	for i := 0; i < 200; i++ {
 		r.feed(msg(t0.Add(time.Duration(i)*10*time.Second), "pc@example.com", "198.51.100.60", 1))
 	}
 	if got := r.fired("spamware"); len(got) != 1 || got[0].Action != config.Hold {
