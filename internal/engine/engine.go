@@ -184,6 +184,14 @@ func (e *Engine) Process(ev *event.Event, out []*Incident) (Verdict, []*Incident
 			v = w
 		}
 	}
+	if v == Allow && ev.Kind == event.Message && ev.Account != "" {
+		// Held mail still counted towards the detectors above; it is held
+		// unless something refused it outright.
+		if n := e.st.peek(key{kind: kAccount, s: ev.Account}); n != nil && n.acct != nil && ev.Time.Before(n.acct.holdUntil) {
+			n.acct.holdInc.Stopped.count(ev)
+			v = Hold
+		}
+	}
 	if v == Allow && ev.IP.IsValid() && len(e.tarpit) > 0 && ev.Kind != event.Message {
 		k := event.NetKey(ev.IP)
 		if until, ok := e.tarpit[k]; ok {
@@ -214,12 +222,6 @@ func (e *Engine) enforced(ev *event.Event) (Verdict, bool) {
 	if l, ok := e.locks[ev.Account]; ok {
 		l.inc.Stopped.count(ev)
 		return Lock, true
-	}
-	if ev.Kind == event.Message {
-		if n := e.st.peek(key{kind: kAccount, s: ev.Account}); n != nil && n.acct != nil && ev.Time.Before(n.acct.holdUntil) {
-			n.acct.holdInc.Stopped.count(ev)
-			return Hold, false // held mail still counts towards the detectors
-		}
 	}
 	return Allow, false
 }

@@ -127,7 +127,11 @@ func WriteText(w io.Writer, incs []*engine.Incident, s Summary, loc *time.Locati
 			if st.Logins > 0 {
 				parts = append(parts, fmt.Sprintf("%d logins", st.Logins))
 			}
-			fmt.Fprintf(w, "  would have stopped afterwards: %s\n", strings.Join(parts, ", "))
+			verb := "refused"
+			if inc.Action == "hold" {
+				verb = "held"
+			}
+			fmt.Fprintf(w, "  would have %s afterwards: %s\n", verb, strings.Join(parts, ", "))
 		}
 		if inc.Account != "" && tables != nil {
 			if t := tables(inc.Account, inc.DetectedAt); t != nil {

@@ -76,13 +76,17 @@ func only(t *testing.T, incs []*engine.Incident, detector, account, ip string, a
 // with privacy addresses, a user who changed the password and left an old
 // phone retrying at home, a traveller abroad, and a newsletter account on
 // the allowlist.
-func normalTraffic(l *logs, r *rand.Rand) {
-	for d := 0; d < 7; d++ {
+func normalTraffic(l *logs, r *rand.Rand) { population(l, r, 40, 10, 7, true) }
+
+// population is normalTraffic with staff office users and mobile phone
+// users over days days.
+func population(l *logs, r *rand.Rand, staff, mobiles, days int, newsletter bool) {
+	for d := 0; d < days; d++ {
 		day := day0.Add(time.Duration(d) * 24 * time.Hour)
 		weekend := d >= 5
 		// 40 office users sending through Postfix and reading over IMAP from
 		// home or office.
-		for u := 0; u < 40; u++ {
+		for u := 0; u < staff; u++ {
 			acct := fmt.Sprintf("staff%02d@example.com", u)
 			home := fmt.Sprintf("198.51.%d.%d", 100+u%20, 10+u)
 			office := "203.0.113.10"
@@ -108,7 +112,7 @@ func normalTraffic(l *logs, r *rand.Rand) {
 		}
 		// Phones behind a carrier NAT: a new public address on every poll,
 		// inside the carrier's two /16s of one /8.
-		for u := 0; u < 10; u++ {
+		for u := 0; u < mobiles; u++ {
 			acct := fmt.Sprintf("mobile%d@example.com", u)
 			for i := 0; i < 96; i++ {
 				t := day.Add(time.Duration(i)*15*time.Minute + time.Duration(u)*time.Second)
@@ -127,17 +131,17 @@ func normalTraffic(l *logs, r *rand.Rand) {
 			l.pfSubmit(t.Add(time.Minute), "v6@example.com", ip, 1, 2)
 		}
 		// The newsletter account: thousands a day, on the allowlist.
-		for i := 0; i < 30; i++ {
+		for i := 0; i < 30 && newsletter; i++ {
 			l.pfSubmit(day.Add(6*time.Hour+time.Duration(i)*time.Minute), "news@example.com", "192.0.2.200", 50, 40)
 		}
 	}
 	// Stale password: ann used her phone at home all week; on day 4 she
 	// changes her password and the old tablet retries every 5 minutes for
 	// 10 hours.
-	for d := 0; d < 7; d++ {
+	for d := 0; d < days; d++ {
 		l.dcLogin(day0.Add(time.Duration(d)*24*time.Hour+19*time.Hour), "imap", "ann@example.com", "198.51.100.77")
 	}
-	for i := 0; i < 120; i++ {
+	for i := 0; i < 120 && days > 4; i++ {
 		l.dcFail(day0.Add(4*24*time.Hour+8*time.Hour+time.Duration(i)*5*time.Minute), "imap", "ann@example.com", "198.51.100.78", 1)
 		if i%3 == 0 {
 			l.pfAuthFail(day0.Add(4*24*time.Hour+8*time.Hour+time.Duration(i)*5*time.Minute+time.Second), "ann@example.com", "198.51.100.78")
@@ -154,7 +158,7 @@ func normalTraffic(l *logs, r *rand.Rand) {
 		{"93.184.216.34", "23.45.6.7"},
 		{"23.45.6.7", "81.2.69.160"},
 	}
-	for d, ips := range abroad {
+	for d, ips := range abroad[:min(len(abroad), days-1)] {
 		for i, ip := range ips {
 			t := day0.Add(time.Duration(d+1)*24*time.Hour + time.Duration(7+4*i)*time.Hour)
 			l.dcLogin(t, "imap", "trip@example.com", ip)
