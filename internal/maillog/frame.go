@@ -45,7 +45,9 @@ type Framer struct {
 // shape it knows (garbage, a truncated line).
 func (f *Framer) Frame(line string, l *Line) bool {
 	*l = Line{}
-	line = strings.TrimRight(line, "\r\n")
+	for len(line) > 0 && (line[len(line)-1] == '\n' || line[len(line)-1] == '\r') {
+		line = line[:len(line)-1]
+	}
 	if len(line) < 16 {
 		return false
 	}
