@@ -333,11 +333,13 @@ func (e *Engine) Locked(account string) bool {
 	return ok
 }
 
-// Unlock lifts an account lock.
-func (e *Engine) Unlock(account string) {
+// Unlock lifts an account lock. It reports whether there was one.
+func (e *Engine) Unlock(account string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	_, ok := e.locks[account]
 	delete(e.locks, account)
+	return ok
 }
 
 func (e *Engine) newIncident(d detector, c *config.Common, ev *event.Event, account string, ip netip.Addr, evidence map[string]any) *Incident {
