@@ -70,11 +70,9 @@ func (r *recent) get(k recentKey, now int64, window int64) (recentSlot, bool) {
 }
 
 func (r *recent) bump(k recentKey, now int64, window int64) {
+	k.s = strings.Clone(k.s) // the table and its queue outlive the input line
 	s, ok := r.get(k, now, window)
 	if !ok {
-		if _, exists := r.m[k]; !exists {
-			k.s = strings.Clone(k.s)
-		}
 		s = recentSlot{}
 	}
 	r.seq++
@@ -118,6 +116,9 @@ func (r *recent) consume(k recentKey, c int) {
 		delete(r.m, k)
 		return
 	}
+	// Assigning to an existing string key replaces the stored key: copy it
+	// so that the table does not pin the input line.
+	k.s = strings.Clone(k.s)
 	r.m[k] = s
 }
 

@@ -106,7 +106,7 @@ func (e *Engine) use(ev *event.Event, out []*Incident) []*Incident {
 	w := d.Window.D()
 	e.track(a, &a.smtpNets, ev, w)
 	e.remember(a, ev.Account, ev.IP, ev.Time)
-	if !d.Enabled || a.fired.quiet(dBotnet, ev.Time) {
+	if !d.Enabled || a.fired.quiet(dBotnet, ev.Time) || len(a.smtpNets.m) < min(d.Networks, d.Burst) {
 		return out
 	}
 	n, spread := e.newNets(ev.Account, &a.smtpNets, ev.Time, w)
@@ -150,7 +150,7 @@ func (e *Engine) mailbox(a *acctState, ev *event.Event, out []*Incident) []*Inci
 
 func (e *Engine) checkHarvest(a *acctState, ev *event.Event, out []*Incident) []*Incident {
 	d := &e.cfg.Detectors.Harvest
-	if !d.Enabled || a.mboxNets.m == nil || a.fired.quiet(dHarvest, ev.Time) {
+	if !d.Enabled || len(a.mboxNets.m) < d.Networks || a.fired.quiet(dHarvest, ev.Time) {
 		return out
 	}
 	w := d.Window.D()

@@ -151,7 +151,7 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 	if d.PerConnection.Enabled && ev.Session != "" {
 		ss := e.st.session(sessionID(ev))
 		if ss.msgs == 0 {
-			ss.first, ss.account, ss.ip = t, ev.Account, ev.IP
+			ss.first, ss.ip = t, ev.IP
 		}
 		ss.msgs++
 		if ss.msgs >= d.PerConnection.Messages && !ss.fired {

@@ -12,6 +12,7 @@ package engine
 
 import (
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -348,7 +349,7 @@ func (e *Engine) newIncident(d detector, c *config.Common, ev *event.Event, acco
 	}
 	return &Incident{
 		Detector:   d.String(),
-		Account:    account,
+		Account:    strings.Clone(account), // events point into input buffers
 		IP:         ip,
 		DetectedAt: ev.Time,
 		Action:     c.Action,

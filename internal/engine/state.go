@@ -262,11 +262,10 @@ type pairState struct {
 
 // sessState is one SMTP connection.
 type sessState struct {
-	msgs    int
-	account string
-	ip      netip.Addr
-	first   time.Time
-	fired   bool
+	msgs  int
+	ip    netip.Addr
+	first time.Time
+	fired bool
 }
 
 // firedSet remembers when each detector last fired for a key, so that one

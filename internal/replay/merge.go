@@ -3,6 +3,7 @@ package replay
 import (
 	"container/heap"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/mailwarden/mailwarden/internal/event"
@@ -124,6 +125,7 @@ func (d *failDedup) duplicate(ev *event.Event) bool {
 			clear(d.m)
 		}
 	}
+	k.account = strings.Clone(k.account) // do not pin the input chunk
 	d.m[k] = dedupVal{ev.Source, ev.Time, ev.N()}
 	return false
 }

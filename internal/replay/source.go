@@ -73,20 +73,40 @@ func (d *dispatcher) flush(dst []event.Event) []event.Event {
 	return d.ex.Flush(dst)
 }
 
-// Stream yields the events of one input in order of its lines.
+// Stream yields the events of one input in order of its lines. Reading,
+// framing and parsing run in a goroutine of their own, a batch ahead of the
+// consumer, so that replay uses a second core for the engine.
 type Stream struct {
 	Name   string
-	Counts Counts
+	Counts Counts // of the batches consumed so far
 
 	r      *bufio.Reader
 	closer io.Closer
 	fr     maillog.Framer
 	d      *dispatcher
-	buf    []event.Event
 	pos    int
 	done   bool
 	err    error
+
+	started bool
+	batches chan *batch
+	free    chan *batch
+	stop    chan struct{}
+	cur     *batch
+	pc      Counts // producer's running counts
+	perr    error
+	pdone   bool
 }
+
+// batch is a slice of events with the line counts that produced them.
+type batch struct {
+	evs    []event.Event
+	counts Counts
+	err    error
+	last   bool
+}
+
+const batchEvents = 1024
 
 // Open opens a log file ("-" is stdin; a .gz name or gzip magic is
 // decompressed).
@@ -107,7 +127,7 @@ func Open(name string, o Options) (*Stream, error) {
 		}
 		f = ff
 	}
-	br := bufio.NewReaderSize(&countReader{r: f, n: &s.Counts.Bytes}, 256*1024)
+	br := bufio.NewReaderSize(&countReader{r: f, n: &s.pc.Bytes}, 256*1024)
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
@@ -127,7 +147,7 @@ func Open(name string, o Options) (*Stream, error) {
 func NewStream(name string, r io.Reader, o Options, ref time.Time) *Stream {
 	s := &Stream{Name: name, d: newDispatcher()}
 	s.fr.Loc, s.fr.Year, s.fr.Ref = o.Loc, o.Year, ref
-	s.r = bufio.NewReaderSize(&countReader{r: r, n: &s.Counts.Bytes}, 256*1024)
+	s.r = bufio.NewReaderSize(&countReader{r: r, n: &s.pc.Bytes}, 256*1024)
 	return s
 }
 
@@ -142,8 +162,14 @@ func (c *countReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close releases the input.
+// Close stops the reader and releases the input.
 func (s *Stream) Close() error {
+	if s.started && s.stop != nil {
+		close(s.stop)
+		s.stop = nil
+		for range s.batches { // let the producer finish
+		}
+	}
 	if s.closer != nil {
 		return s.closer.Close()
 	}
@@ -153,54 +179,129 @@ func (s *Stream) Close() error {
 // Err returns the read error that ended the stream, if any.
 func (s *Stream) Err() error { return s.err }
 
-// Next returns the next event, or nil at the end of the input.
+// Next returns the next event, or nil at the end of the input. The event
+// is valid until the next call.
 func (s *Stream) Next() *event.Event {
-	for s.pos >= len(s.buf) {
+	if !s.started {
+		s.start()
+	}
+	for s.cur == nil || s.pos >= len(s.cur.evs) {
+		if s.cur != nil {
+			last := s.cur.last
+			s.free <- s.cur
+			s.cur = nil
+			if last {
+				s.done = true
+			}
+		}
 		if s.done {
 			return nil
 		}
-		s.buf, s.pos = s.buf[:0], 0
-		s.fill()
+		b, ok := <-s.batches
+		if !ok {
+			s.done = true
+			return nil
+		}
+		s.cur, s.pos = b, 0
+		s.Counts.Lines += b.counts.Lines
+		s.Counts.Unparsed += b.counts.Unparsed
+		s.Counts.Ignored += b.counts.Ignored
+		s.Counts.Events += b.counts.Events
+		s.Counts.Bytes = b.counts.Bytes
+		if b.err != nil {
+			s.err = b.err
+		}
 	}
-	ev := &s.buf[s.pos]
+	ev := &s.cur.evs[s.pos]
 	s.pos++
 	return ev
 }
 
-// fill reads lines until at least one event is buffered or input ends.
-func (s *Stream) fill() {
-	var l maillog.Line
-	for len(s.buf) == 0 {
-		line, err := s.readLine()
-		if err != nil {
-			if err != io.EOF {
-				s.err = fmt.Errorf("%s: %w", s.Name, err)
-			}
-			s.buf = s.d.flush(s.buf)
-			s.Counts.Events += int64(len(s.buf))
-			s.done = true
+func (s *Stream) start() {
+	s.started = true
+	s.batches = make(chan *batch, 4)
+	s.free = make(chan *batch, 6)
+	s.stop = make(chan struct{})
+	for i := 0; i < 6; i++ {
+		s.free <- &batch{evs: make([]event.Event, 0, batchEvents+64)}
+	}
+	go s.produce(s.stop)
+}
+
+// produce reads and parses the input into batches until it ends or stop
+// is closed.
+func (s *Stream) produce(stop chan struct{}) {
+	defer close(s.batches)
+	for {
+		var b *batch
+		select {
+		case b = <-s.free:
+		case <-stop:
 			return
 		}
-		s.Counts.Lines++
-		if line == "" || !s.fr.Frame(line, &l) {
-			s.Counts.Unparsed++
-			continue
+		b.evs, b.err, b.last = b.evs[:0], nil, false
+		before := s.pc
+		for len(b.evs) < batchEvents && !s.pdone {
+			b.evs = s.fill(b.evs)
 		}
-		n := len(s.buf)
-		var res maillog.Result
-		s.buf, res = s.d.parse(&l, s.buf)
-		switch res {
-		case maillog.Unknown:
-			s.Counts.Unparsed++
-		case maillog.Ignored:
-			s.Counts.Ignored++
+		b.counts = Counts{
+			Lines:    s.pc.Lines - before.Lines,
+			Unparsed: s.pc.Unparsed - before.Unparsed,
+			Ignored:  s.pc.Ignored - before.Ignored,
+			Events:   s.pc.Events - before.Events,
+			Bytes:    s.pc.Bytes,
 		}
-		s.Counts.Events += int64(len(s.buf) - n)
+		b.err, b.last = s.perr, s.pdone
+		select {
+		case s.batches <- b:
+		case <-stop:
+			return
+		}
+		if b.last {
+			return
+		}
 	}
 }
 
+// fill reads lines until at least one event is appended or input ends.
+func (s *Stream) fill(dst []event.Event) []event.Event {
+	var l maillog.Line
+	start := len(dst)
+	for len(dst) == start {
+		line, err := s.readLine()
+		if err != nil {
+			if err != io.EOF {
+				s.perr = fmt.Errorf("%s: %w", s.Name, err)
+			}
+			n := len(dst)
+			dst = s.d.flush(dst)
+			s.pc.Events += int64(len(dst) - n)
+			s.pdone = true
+			return dst
+		}
+		s.pc.Lines++
+		if line == "" || !s.fr.Frame(line, &l) {
+			s.pc.Unparsed++
+			continue
+		}
+		n := len(dst)
+		var res maillog.Result
+		dst, res = s.d.parse(&l, dst)
+		switch res {
+		case maillog.Unknown:
+			s.pc.Unparsed++
+		case maillog.Ignored:
+			s.pc.Ignored++
+		}
+		s.pc.Events += int64(len(dst) - n)
+	}
+	return dst
+}
+
 // readLine returns the next line without its end; a line longer than
-// MaxLine is returned as "" (unparsed) after skipping it.
+// MaxLine is returned as "" (unparsed) after skipping it. Each line is its
+// own string, so whatever a parser or the engine keeps of it pins only that
+// line.
 func (s *Stream) readLine() (string, error) {
 	b, err := s.r.ReadSlice('\n')
 	if err == bufio.ErrBufferFull || (err == nil && len(b) > MaxLine) {

@@ -168,9 +168,9 @@ func (c *Collector) Add(ev *event.Event) {
 		if k := c.kept[ev.Account+"\x00"+day]; k != nil {
 			t = k // an out-of-order event for a kept day
 		} else {
-			t = newDayTable(ev.Account, day)
+			t = newDayTable(strings.Clone(ev.Account), day) // do not pin the input
 		}
-		c.cur[ev.Account] = t
+		c.cur[t.Account] = t
 	}
 	t.add(ev)
 }

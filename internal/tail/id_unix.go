@@ -1,0 +1,16 @@
+//go:build unix
+
+package tail
+
+import (
+	"os"
+	"syscall"
+)
+
+// fileID returns the device and inode of a file.
+func fileID(fi os.FileInfo) (dev, ino uint64) {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return uint64(st.Dev), st.Ino
+	}
+	return 0, 0
+}
