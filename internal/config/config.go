@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -99,6 +100,43 @@ type Config struct {
 	Networks       Networks  `yaml:"networks"`
 	BlockFor       Duration  `yaml:"block_for"` // how long a block_ip lasts (escalates for repeat offenders)
 	Detectors      Detectors `yaml:"detectors"`
+	Serve          Serve     `yaml:"serve"`
+}
+
+// Serve configures the daemon (mailwarden serve). Addresses are
+// "unix:/path" or "host:port"; "" disables that listener.
+type Serve struct {
+	Node     string   `yaml:"node"`      // this server's name in incidents; default: the host name
+	StateDir string   `yaml:"state_dir"` // SQLite state and log positions
+	Postfix  string   `yaml:"postfix"`   // Postfix policy delegation
+	Exim     string   `yaml:"exim"`      // Exim ${readsocket}
+	Dovecot  string   `yaml:"dovecot"`   // Dovecot auth policy (HTTP)
+	Admin    string   `yaml:"admin"`     // admin API for the CLI
+	Logs     []string `yaml:"logs"`      // log files to follow (events no in-band hook sees)
+	// DovecotAPIKey is the value Dovecot sends in its auth_policy_server_api_header
+	// (the whole header value, e.g. "Basic dXNlcjpwYXNz"); "" accepts any
+	// request (only sensible on a unix socket).
+	DovecotAPIKey string `yaml:"dovecot_api_key"`
+	// AdminToken is required (as "Authorization: Bearer <token>") on a TCP
+	// admin listener; the unix socket is protected by its permissions.
+	AdminToken string `yaml:"admin_token"`
+	// TarpitSeconds is the delay asked of Dovecot for an address attacking
+	// an account.
+	TarpitSeconds int `yaml:"tarpit_seconds"`
+	// Journal is how much recent event history is kept to rebuild the
+	// counters after a restart.
+	Journal Duration `yaml:"journal"`
+	// Texts are the answers the mail servers give the client; they never
+	// say why in detail.
+	Texts Texts `yaml:"texts"`
+}
+
+// Texts are the client-facing reply texts.
+type Texts struct {
+	Locked  string `yaml:"locked"`
+	Blocked string `yaml:"blocked"`
+	Defer   string `yaml:"defer"`
+	Hold    string `yaml:"hold"`
 }
 
 // Allowlist exempts accounts and networks from every detector.
@@ -236,6 +274,21 @@ func Default() *Config {
 		MaxTrackedKeys: 1_000_000,
 		Networks:       Networks{IPv4Prefix: 16, IPv6Prefix: 32, MinSpread: 3, CommonAccounts: 5},
 		BlockFor:       h(1),
+		Serve: Serve{
+			StateDir:      "/var/lib/mailwarden",
+			Postfix:       "unix:/run/mailwarden/postfix.sock",
+			Exim:          "",
+			Dovecot:       "127.0.0.1:8643",
+			Admin:         "unix:/run/mailwarden/admin.sock",
+			TarpitSeconds: 3,
+			Journal:       h(24),
+			Texts: Texts{
+				Locked:  "Account temporarily locked, contact your provider",
+				Blocked: "Too many failed logins from your address, try again later",
+				Defer:   "Sending limit reached, try again later",
+				Hold:    "Message accepted for review",
+			},
+		},
 		Detectors: Detectors{
 			CrackIP: CrackIP{Common: Common{true, BlockIP, m(15)}, Failures: 12, LongWindow: h(24), LongFailures: 40,
 				StaleFailures: 100, PerLoginBonus: 2},
@@ -313,6 +366,14 @@ func (c *Config) Validate() error {
 	if c.Networks.IPv6Prefix < 16 || c.Networks.IPv6Prefix > 64 {
 		bad("networks.ipv6_prefix: %d is out of range 16..64", c.Networks.IPv6Prefix)
 	}
+	if c.Serve.TarpitSeconds < 0 || c.Serve.TarpitSeconds > 30 {
+		bad("serve.tarpit_seconds: %d is out of range 0..30", c.Serve.TarpitSeconds)
+	}
+	for name, a := range map[string]string{"postfix": c.Serve.Postfix, "exim": c.Serve.Exim, "dovecot": c.Serve.Dovecot, "admin": c.Serve.Admin} {
+		if err := CheckAddr(a); err != nil {
+			bad("serve.%s: %v", name, err)
+		}
+	}
 	if c.Networks.CommonAccounts < 0 || c.Networks.CommonAccounts > 14 {
 		bad("networks.common_accounts: %d is out of range 0..14", c.Networks.CommonAccounts)
 	}
@@ -361,6 +422,9 @@ func (c *Config) Validate() error {
 	if len(c.Allowlist.Networks) == 0 {
 		c.Allowlist.Networks = nil
 	}
+	if len(c.Serve.Logs) == 0 {
+		c.Serve.Logs = nil
+	}
 	for _, s := range c.Allowlist.Networks {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -407,4 +471,27 @@ func (a *Allowlist) IPAllowed(ip netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// CheckAddr validates a listener address: "" (off), "unix:/absolute/path"
+// or "host:port".
+func CheckAddr(a string) error {
+	switch {
+	case a == "":
+		return nil
+	case strings.HasPrefix(a, "unix:"):
+		if !strings.HasPrefix(a[5:], "/") {
+			return fmt.Errorf("%q: a unix socket needs an absolute path (unix:/run/mailwarden/x.sock)", a)
+		}
+		return nil
+	}
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q: use unix:/path or host:port", a)
+	}
+	if _, err := strconv.Atoi(port); err != nil {
+		return fmt.Errorf("%q: port %q is not a number", a, port)
+	}
+	_ = host
+	return nil
 }

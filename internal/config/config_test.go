@@ -21,7 +21,7 @@ func TestExampleIsDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(c, d) {
-		t.Errorf("etc/mailwarden.yaml differs from Default():\n got %+v\nwant %+v", c.Detectors, d.Detectors)
+		t.Errorf("etc/mailwarden.yaml differs from Default():\n got %+v\n%+v\nwant %+v\n%+v", c.Detectors, c.Serve, d.Detectors, d.Serve)
 	}
 }
 
@@ -42,6 +42,8 @@ func TestErrors(t *testing.T) {
 		{"detectors:\n  botnet:\n    window: soon\n", `line 3: invalid duration "soon"`},
 		{"allowlist:\n  networks: [10.0.0.0/33]\n", `allowlist.networks: "10.0.0.0/33"`},
 		{"max_tracked_keys: 5\n", "max_tracked_keys: 5 is too small"},
+		{"serve:\n  postfix: run/x.sock\n", `serve.postfix: "run/x.sock": use unix:/path or host:port`},
+		{"serve:\n  admin: unix:relative.sock\n", "absolute path"},
 		{"dry_run: [\n", "yaml"},
 	} {
 		_, err := Parse([]byte(tc.in))
