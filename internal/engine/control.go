@@ -77,3 +77,26 @@ func (e *Engine) Blocked(ip netip.Addr, t time.Time) (time.Time, int) {
 	}
 	return time.Time{}, 0
 }
+
+// Warm feeds a past event to the detectors to rebuild their counters after
+// a restart: incidents it would raise are dropped and nothing is enforced
+// (locks and blocks are restored from durable state instead).
+func (e *Engine) Warm(ev *event.Event) {
+	e.mu.Lock()
+	e.warming = true
+	e.mu.Unlock()
+	e.Process(ev, nil)
+	e.mu.Lock()
+	e.warming = false
+	e.mu.Unlock()
+}
+
+// Reconfigure swaps in a new validated configuration (SIGHUP): thresholds,
+// windows, actions and allowlists apply to the next event; counters are
+// kept. The cap on tracked keys applies as the store evicts.
+func (e *Engine) Reconfigure(cfg *config.Config) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.cfg = cfg
+	e.st.max = cfg.MaxTrackedKeys
+}

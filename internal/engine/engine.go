@@ -110,6 +110,7 @@ type Engine struct {
 	tarpit map[netip.Addr]time.Time // addresses attacking an account, until
 
 	pop     popularity // accounts per network, for "new network" counting
+	warming bool       // rebuilding counters from a journal: nothing is enforced
 	verdict Verdict    // set by detectors that decide without an incident (a cap still exceeded)
 }
 
@@ -353,7 +354,7 @@ func (e *Engine) newIncident(d detector, c *config.Common, ev *event.Event, acco
 		IP:         ip,
 		DetectedAt: ev.Time,
 		Action:     c.Action,
-		DryRun:     e.cfg.DryRun,
+		DryRun:     e.cfg.DryRun || e.warming,
 		Evidence:   evidence,
 	}
 }
