@@ -1,7 +1,8 @@
 // Command mailwarden protects Exim, Postfix and Dovecot mail services
-// against account compromise. This build has the log replay commands:
-// `analyze` replays logs through the detection engine and prints incidents;
-// `report` prints the per-account address table for any account and day.
+// against account compromise: `analyze` replays logs through the detection
+// engine and prints incidents; `report` prints the per-account address
+// table for any account and day; `serve` runs the daemon that answers the
+// mail servers in-band; the admin commands talk to it.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	_ "time/tzdata" // --tz works on systems without a zoneinfo database
 )
 
@@ -21,7 +23,13 @@ Usage:
 Commands:
   analyze   replay mail logs through the detection engine and print incidents
   report    print the per-account address table for an account and day
+            (report --account A FILE... replays logs; report A asks the daemon)
+  serve     run the daemon: in-band answers for Postfix, Exim and Dovecot
   help      show help for a command: mailwarden help analyze
+
+Admin commands (talk to a running daemon; mailwarden status --help):
+  status, locks, blocks, incidents [--account A], report A,
+  lock A --reason R, unlock A, block IP [--for D] --reason R, unblock IP, audit
 
 Flags:
   -h, --help   show this help
@@ -46,12 +54,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "analyze":
 		err = analyze(rest, stdout, stderr)
 	case "report":
-		err = reportCmd(rest, stdout, stderr)
+		// "report A" asks the daemon; "report --account A FILE..." replays logs.
+		if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") && !isFile(rest[0]) {
+			err = adminCmd("report", rest, stdout, stderr)
+		} else {
+			err = reportCmd(rest, stdout, stderr)
+		}
+	case "serve":
+		err = serve(rest, stdout, stderr)
+	case "status", "locks", "blocks", "incidents", "lock", "unlock", "block", "unblock", "audit":
+		err = adminCmd(cmd, rest, stdout, stderr)
 	case "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "help":
-		if len(rest) == 1 && (rest[0] == "analyze" || rest[0] == "report") {
+		if len(rest) == 1 {
 			return run([]string{rest[0], "--help"}, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)
@@ -74,3 +91,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 var errUsage = errors.New("usage")
+
+func isFile(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && !st.IsDir()
+}

@@ -113,9 +113,9 @@ type Serve struct {
 	Dovecot  string   `yaml:"dovecot"`   // Dovecot auth policy (HTTP)
 	Admin    string   `yaml:"admin"`     // admin API for the CLI
 	Logs     []string `yaml:"logs"`      // log files to follow (events no in-band hook sees)
-	// DovecotAPIKey is the value Dovecot sends in its auth_policy_server_api_header
-	// (the whole header value, e.g. "Basic dXNlcjpwYXNz"); "" accepts any
-	// request (only sensible on a unix socket).
+	// DovecotAPIKey is the key Dovecot sends in its X-API-Key header
+	// (auth_policy_server_api_header = X-API-Key: <key>); "" accepts any
+	// request (only sensible when nothing else can reach the listener).
 	DovecotAPIKey string `yaml:"dovecot_api_key"`
 	// AdminToken is required (as "Authorization: Bearer <token>") on a TCP
 	// admin listener; the unix socket is protected by its permissions.
@@ -373,6 +373,9 @@ func (c *Config) Validate() error {
 		if err := CheckAddr(a); err != nil {
 			bad("serve.%s: %v", name, err)
 		}
+	}
+	if strings.HasPrefix(c.Serve.Dovecot, "unix:") {
+		bad("serve.dovecot: %q: Dovecot's policy client speaks HTTP over TCP only; use a loopback address such as 127.0.0.1:8643", c.Serve.Dovecot)
 	}
 	if c.Networks.CommonAccounts < 0 || c.Networks.CommonAccounts > 14 {
 		bad("networks.common_accounts: %d is out of range 0..14", c.Networks.CommonAccounts)
