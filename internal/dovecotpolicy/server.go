@@ -419,7 +419,7 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, acct string, ip n
 	}
 	if v != engine.Allow && s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.LogAttrs(r.Context(), slog.LevelDebug, "dovecot policy: answered allow", slog.String("source", Source),
-			slog.String("account", strconv.Quote(acct)), slog.String("ip", ip.String()), slog.String("verdict", v.String()))
+			slog.String("account", acct), slog.String("ip", ip.String()), slog.String("verdict", v.String()))
 	}
 	s.answer(w, body)
 }
@@ -452,7 +452,7 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, acct string, ip 
 	v := s.dec.Decide(&ev)
 	if v != engine.Allow && s.log.Enabled(r.Context(), slog.LevelDebug) {
 		s.log.LogAttrs(r.Context(), slog.LevelDebug, "dovecot policy: recorded report", slog.String("source", Source),
-			slog.String("kind", ev.Kind.String()), slog.String("account", strconv.Quote(acct)),
+			slog.String("kind", ev.Kind.String()), slog.String("account", acct),
 			slog.String("ip", ip.String()), slog.String("verdict", v.String()))
 	}
 	s.answer(w, s.okBody)

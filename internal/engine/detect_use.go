@@ -28,10 +28,11 @@ func (e *Engine) authOK(ev *event.Event, out []*Incident) []*Incident {
 // remember records a successful use of the account from ip's network.
 func (e *Engine) remember(a *acctState, account string, ip netip.Addr, t time.Time) {
 	net := e.network(ip)
-	e.pop.add(net, account, e.cfg.Networks.CommonAccounts)
 	k, isNew := a.known.put(net, maxKnownNets, knownLast)
 	if isNew {
 		k.first = t
+		// Counted once per account and network: a repeat adds nothing.
+		e.pop.add(net, account, e.cfg.Networks.CommonAccounts)
 	}
 	k.last = t
 }
