@@ -7,6 +7,9 @@
 //	policyload -floor -addr unix:/tmp/floor.sock    # DUNNO to everything
 //	policyload -serve -addr unix:/tmp/mw.sock       # mailwarden's listener, fake Decider
 //	policyload -serve -engine -addr unix:/tmp/mw.sock  # ... with the real engine
+//	policyload -dovecot -addr 127.0.0.1:8643 -api-key K # Dovecot auth policy load
+//	policyload -warm -addr unix:/run/mailwarden/postfix.sock -warm-dovecot 127.0.0.1:8643
+//	policyload -free-port                           # print a free loopback TCP port
 //
 // Load: each connection plays SMTP sessions: CONNECT, then one to three
 // messages of one to five RCPTs and an END-OF-MESSAGE. 60 % of the sessions
@@ -21,6 +24,19 @@
 // test. -serve runs internal/postfixpolicy with an in-process Decider that
 // answers from a read-only lock list (or, with -engine, the real detection
 // engine with default settings). Both serve until interrupted.
+//
+// -dovecot sends Dovecot auth policy requests instead (dovecot.go): each
+// connection plays logins, an allow then a report on a kept-alive HTTP/1.1
+// connection, the way Dovecot's auth process does.
+//
+// -warm fills a server's state before it is measured (warm.go): every
+// account logs in and sends one message over Postfix from each of its three
+// usual addresses, then every one of the -clients addresses fails one login
+// over Dovecot (background password guessing). Bounded by its count and by
+// -duration.
+//
+// -tsv appends one tab-separated line per measurement (label, requests,
+// seconds, requests/s, p50 µs, p99 µs, refused, errors), for summaries.
 package main
 
 import (
@@ -70,9 +86,25 @@ func main() {
 		floor    = flag.Bool("floor", false, "serve DUNNO to everything on -addr instead of sending load")
 		serve    = flag.Bool("serve", false, "serve mailwarden's Postfix policy listener on -addr instead of sending load")
 		useEng   = flag.Bool("engine", false, "with -serve: decide with the real engine (default settings) instead of a fake")
+		dovecot  = flag.Bool("dovecot", false, "send Dovecot auth policy load (allow + report pairs over HTTP) to -addr (HOST:PORT)")
+		warm     = flag.Bool("warm", false, "fill a server's state instead of measuring: every account over Postfix (-addr), every address over Dovecot (-warm-dovecot)")
+		warmDC   = flag.String("warm-dovecot", "", "with -warm: Dovecot auth policy address HOST:PORT (empty: accounts only)")
+		apiKey   = flag.String("api-key", "", "with -dovecot or -warm: value of the X-API-Key header")
+		label    = flag.String("label", "", "name of the measurement in -tsv (default: -addr)")
+		tsv      = flag.String("tsv", "", "append one tab-separated result line to this file")
+		freePort = flag.Bool("free-port", false, "print a free loopback TCP port and exit")
 		cpuProf  = flag.String("cpuprofile", "", "write a CPU profile of this process to the file")
 	)
 	flag.Parse()
+	if *freePort {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			fail("%v", err)
+		}
+		fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+		ln.Close()
+		return
+	}
 	if *cpuProf != "" {
 		f, err := os.Create(*cpuProf)
 		if err != nil {
@@ -100,12 +132,42 @@ func main() {
 	case *accounts < 1 || *clients < 1:
 		fail("-accounts and -clients must be positive")
 	}
-	res, err := runLoad(network, address, *conns, *duration, *requests, *accounts, *clients, *seed)
+	if *warm {
+		if err := runWarm(network, address, *warmDC, *apiKey, *conns, *duration, *accounts, *clients, *seed); err != nil {
+			fmt.Fprintln(os.Stderr, "policyload:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var res *result
+	var err error
+	if *dovecot {
+		if network != "tcp" {
+			fail("-dovecot needs a TCP address (Dovecot speaks HTTP over TCP only)")
+		}
+		res, err = runDovecot(address, *apiKey, *conns, *duration, *requests, *accounts, *clients, *seed)
+	} else {
+		res, err = runLoad(network, address, *conns, *duration, *requests, *accounts, *clients, *seed)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "policyload:", err)
 		os.Exit(1)
 	}
-	res.print(os.Stdout, *addr, *conns)
+	if *dovecot {
+		res.printDovecot(os.Stdout, *addr, *conns)
+	} else {
+		res.print(os.Stdout, *addr, *conns)
+	}
+	if *tsv != "" {
+		name := *label
+		if name == "" {
+			name = *addr
+		}
+		if err := res.appendTSV(*tsv, name); err != nil {
+			fmt.Fprintln(os.Stderr, "policyload:", err)
+			os.Exit(1)
+		}
+	}
 	if res.errors > 0 {
 		pprof.StopCPUProfile()
 		os.Exit(1)
@@ -245,7 +307,8 @@ func (d *engineDecider) Check(account string, ip netip.Addr, t time.Time) engine
 
 type result struct {
 	requests, errors int64
-	refused          int64 // answers other than DUNNO
+	refused          int64 // answers other than DUNNO (Dovecot: status -1)
+	tarpit           int64 // Dovecot: answers with a status above 0
 	elapsed          time.Duration
 	hist             []uint64 // latency counts per microsecond
 	over             uint64   // latencies beyond the histogram
@@ -256,6 +319,16 @@ type result struct {
 const histMicros = 100_000 // 100 ms at 1 µs resolution
 
 func runLoad(network, address string, conns int, duration time.Duration, limit int64, accounts, clients int, seed uint64) (*result, error) {
+	return runConns(network, address, conns, duration, func(i int, nc net.Conn, issued *atomic.Int64, stop *atomic.Bool, deadline time.Time) *result {
+		g := newGen(seed+uint64(i)*0x9e3779b97f4a7c15, accounts, clients)
+		return drive(nc, g, issued, stop, limit, deadline)
+	})
+}
+
+// runConns opens conns connections, runs one driver per connection until
+// the deadline and adds up their results.
+func runConns(network, address string, conns int, duration time.Duration,
+	driver func(i int, nc net.Conn, issued *atomic.Int64, stop *atomic.Bool, deadline time.Time) *result) (*result, error) {
 	// Connect first, so that connection set-up is not measured.
 	ncs := make([]net.Conn, conns)
 	for i := range ncs {
@@ -281,8 +354,7 @@ func runLoad(network, address string, conns int, duration time.Duration, limit i
 		go func() {
 			defer wg.Done()
 			defer nc.Close()
-			g := newGen(seed+uint64(i)*0x9e3779b97f4a7c15, accounts, clients)
-			parts[i] = drive(nc, g, &issued, &stop, limit, deadline)
+			parts[i] = driver(i, nc, &issued, &stop, deadline)
 		}()
 	}
 	wg.Wait()
@@ -291,6 +363,7 @@ func runLoad(network, address string, conns int, duration time.Duration, limit i
 		total.requests += p.requests
 		total.errors += p.errors
 		total.refused += p.refused
+		total.tarpit += p.tarpit
 		total.over += p.over
 		total.max = max(total.max, p.max)
 		if total.firstErr == nil {
@@ -334,20 +407,26 @@ func drive(nc net.Conn, g *gen, issued *atomic.Int64, stop *atomic.Bool, limit i
 			res.firstErr = err
 			return res
 		}
-		res.requests++
 		if !dunno {
 			res.refused++
 		}
-		if us := lat.Microseconds(); us < histMicros {
-			res.hist[us]++
-		} else {
-			res.over++
-		}
-		res.max = max(res.max, lat)
+		res.record(lat)
 	}
 }
 
-// readAnswer reads "action=...\n\n" and reports whether it was DUNNO.
+// record counts one answered request that took lat.
+func (r *result) record(lat time.Duration) {
+	r.requests++
+	if us := lat.Microseconds(); us < histMicros {
+		r.hist[us]++
+	} else {
+		r.over++
+	}
+	r.max = max(r.max, lat)
+}
+
+// readAnswer reads "action=...\n\n" and reports whether it was DUNNO
+// (in any case: some servers answer "dunno").
 func readAnswer(r *bufio.Reader) (dunno bool, err error) {
 	line, err := r.ReadSlice('\n')
 	if err != nil {
@@ -356,7 +435,7 @@ func readAnswer(r *bufio.Reader) (dunno bool, err error) {
 	if !strings.HasPrefix(string(line), "action=") {
 		return false, fmt.Errorf("bad answer %q", line)
 	}
-	dunno = string(line) == "action=DUNNO\n"
+	dunno = strings.EqualFold(string(line), "action=DUNNO\n")
 	if empty, err := r.ReadSlice('\n'); err != nil || len(empty) != 1 {
 		return false, fmt.Errorf("answer not ended by an empty line (%q, %v)", empty, err)
 	}
@@ -387,6 +466,22 @@ func (r *result) print(w io.Writer, addr string, conns int) {
 	if r.errors > 0 {
 		fmt.Fprintf(w, "errors      %d, first: %v\n", r.errors, r.firstErr)
 	}
+}
+
+// appendTSV appends label, requests, seconds, requests/s, p50 and p99 in
+// µs, refused and errors as one tab-separated line to the file.
+func (r *result) appendTSV(path, label string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(f, "%s\t%d\t%.2f\t%.0f\t%d\t%d\t%d\t%d\n", label, r.requests, r.elapsed.Seconds(),
+		float64(r.requests)/r.elapsed.Seconds(), r.percentile(0.50).Microseconds(), r.percentile(0.99).Microseconds(),
+		r.refused, r.errors)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ---- request generator -----------------------------------------------------
@@ -432,7 +527,7 @@ func (g *gen) newSession() {
 		if g.rng.IntN(100) == 0 {
 			g.client = g.rng.IntN(g.clients)
 		} else {
-			g.client = int(mix(uint64(g.account)*3+uint64(g.rng.IntN(3))) % uint64(g.clients))
+			g.client = g.usualClient(g.account, g.rng.IntN(3))
 		}
 	} else {
 		g.account = -1
@@ -457,7 +552,18 @@ func (g *gen) next() []byte {
 	}
 	st := g.queue[len(g.queue)-1]
 	g.queue = g.queue[:len(g.queue)-1]
+	return g.build(st)
+}
 
+// usualClient is the client address number of account a's k-th usual
+// address (k in 0-2).
+func (g *gen) usualClient(a, k int) int {
+	return int(mix(uint64(a)*3+uint64(k)) % uint64(g.clients))
+}
+
+// build returns the request for step st of the current session; the slice
+// is valid until the next call.
+func (g *gen) build(st step) []byte {
 	b := g.buf[:0]
 	b = append(b, "request=smtpd_access_policy\nprotocol_state="...)
 	b = append(b, st.state...)
