@@ -50,13 +50,11 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 	s := ipst.fail()
 	if ev.PwHash != "" {
 		// The same wrong password again is a client retrying, not a new guess.
-		p, isNew := s.pwhashes.put(ev.PwHash, maxPwHashes, timeLast)
-		if !isNew && t.Sub(*p) < d.CrackIP.LongWindow.D() {
+		if s.seenPassword(fnv32(ev.PwHash), t, d.CrackIP.LongWindow.D()) {
 			n = 0
 		} else {
 			n = 1
 		}
-		*p = t
 	}
 	if ev.Account != "" {
 		ia, isNew := s.accts.put(ev.Account, maxIPAccts, ipAcctLast)
@@ -100,7 +98,7 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 				ev2["accounts_logged_in"] = logins
 			}
 			if ev.PwHash != "" {
-				ev2["distinct_passwords"] = s.pwhashes.count(t, d.CrackIP.LongWindow.D(), timeLast)
+				ev2["distinct_passwords"] = s.distinctPasswords(t, d.CrackIP.LongWindow.D())
 			}
 			out = append(out, e.newIncident(dCrackIP, &d.CrackIP.Common, ev, "", ev.IP, ev2))
 			s.fired.set(dCrackIP, t.Add(d.CrackIP.Window.D()))
@@ -147,7 +145,7 @@ func (e *Engine) authFail(ev *event.Event, out []*Incident) []*Incident {
 			f.n += ev.N()
 		}
 		if underAttack && !e.cfg.DryRun {
-			e.slow(ev.IP, acct.fired.until[dAccountAttacked]) // a new attacker of an account under attack
+			e.slow(ev.IP, acct.fired.end(dAccountAttacked)) // a new attacker of an account under attack
 		}
 		if !underAttack && acct.failIPs.count(t, w, failIPLast) >= d.AccountAttacked.IPs {
 			out = append(out, e.newIncident(dAccountAttacked, &d.AccountAttacked.Common, ev, ev.Account, netip.Addr{}, map[string]any{
@@ -237,6 +235,41 @@ func (r *recent[K, V]) count(t time.Time, w time.Duration, last func(*V) time.Ti
 	n := 0
 	for _, v := range r.m {
 		if t.Sub(last(v)) < w {
+			n++
+		}
+	}
+	return n
+}
+
+// seenPassword records a wrong password's hash and reports whether it was
+// already tried from this address within w. The list is small and bounded:
+// when full, the password seen longest ago makes room.
+func (s *ipFail) seenPassword(h uint32, t time.Time, w time.Duration) bool {
+	now := t.Unix()
+	old := -1
+	for i := range s.pwhashes {
+		p := &s.pwhashes[i]
+		if p.h == h {
+			seen := now-p.t < int64(w/time.Second)
+			p.t = now
+			return seen
+		}
+		if old < 0 || p.t < s.pwhashes[old].t {
+			old = i
+		}
+	}
+	if len(s.pwhashes) < maxPwHashes {
+		s.pwhashes = append(s.pwhashes, pwSeen{h, now})
+	} else {
+		s.pwhashes[old] = pwSeen{h, now}
+	}
+	return false
+}
+
+func (s *ipFail) distinctPasswords(t time.Time, w time.Duration) int {
+	n := 0
+	for _, p := range s.pwhashes {
+		if t.Unix()-p.t < int64(w/time.Second) {
 			n++
 		}
 	}

@@ -341,3 +341,26 @@ func TestBoundedMemory(t *testing.T) {
 		t.Fatal("nothing evicted")
 	}
 }
+
+// Large volumes still add up: the byte counters are wide, the others
+// saturate far above every threshold.
+func TestCountersAndByteCap(t *testing.T) {
+	var c counter
+	w := time.Hour
+	if got := c.add(t0, w, 70000); got != 65535 {
+		t.Errorf("saturating counter = %d", got)
+	}
+	if got := c.add(t0.Add(2*time.Hour), w, 3); got != 3 {
+		t.Errorf("after the window: %d", got)
+	}
+	r := newRun(t, nil)
+	for i := 0; i < 8; i++ {
+		ev := msg(t0.Add(time.Duration(i)*time.Minute), "big@example.com", "198.51.100.99", 1)
+		ev.Size = 300 << 20
+		r.feed(ev)
+	}
+	got := r.fired("daily_caps")
+	if len(got) != 1 || r.last != Defer {
+		t.Fatalf("2.4 GB in 8 messages: %+v, verdict %v", got, r.last)
+	}
+}

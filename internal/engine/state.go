@@ -149,6 +149,12 @@ type ipState struct {
 	f    *ipFail
 }
 
+// pwSeen is one distinct wrong password tried from an address.
+type pwSeen struct {
+	h uint32
+	t int64 // unix seconds
+}
+
 // ipFail is the failure history of an address.
 type ipFail struct {
 	fails     counter // failures that look like guesses, short window
@@ -157,7 +163,7 @@ type ipFail struct {
 	firstFail time.Time
 	lastFail  time.Time
 	accts     recent[string, ipAcct]
-	pwhashes  recent[string, time.Time]
+	pwhashes  []pwSeen // distinct wrong passwords (hashed again), at most maxPwHashes
 	fired     firedSet
 }
 
@@ -244,8 +250,8 @@ type acctState struct {
 	badRcpt   counter
 	msgs24    counter // rolling 24 h
 	rcpts24   counter
-	bytes24   counter // in KiB
-	msgsWin   counter // harvest window
+	bytes24   wideCounter // in KiB
+	msgsWin   counter     // harvest window
 	history   *history
 	fired     firedSet
 	holdUntil time.Time
@@ -268,11 +274,13 @@ type sessState struct {
 	fired bool
 }
 
-// firedSet remembers when each detector last fired for a key, so that one
-// attack makes one incident and not one per event.
+// firedSet remembers until when each detector stays quiet for a key, so
+// that one attack makes one incident and not one per event (unix
+// nanoseconds: a third of the size of time.Time).
 type firedSet struct {
-	until [numDetectors]time.Time
+	until [numDetectors]int64
 }
 
-func (f *firedSet) quiet(d detector, t time.Time) bool { return t.Before(f.until[d]) }
-func (f *firedSet) set(d detector, until time.Time)    { f.until[d] = until }
+func (f *firedSet) quiet(d detector, t time.Time) bool { return t.UnixNano() < f.until[d] }
+func (f *firedSet) set(d detector, until time.Time)    { f.until[d] = until.UnixNano() }
+func (f *firedSet) end(d detector) time.Time           { return time.Unix(0, f.until[d]) }

@@ -7,10 +7,16 @@ import "time"
 const nbuckets = 12
 
 // counter counts events in a sliding window of event time with constant
-// memory. Events older than the window (out of order) are dropped.
-type counter struct {
+// memory (32 bytes). Events older than the window (out of order) are
+// dropped; a bucket saturates at 65 535.
+type counter = counterOf[uint16]
+
+// wideCounter is a counter for large amounts (bytes).
+type wideCounter = counterOf[uint32]
+
+type counterOf[T uint16 | uint32] struct {
 	head    int64 // absolute bucket number of the newest bucket
-	buckets [nbuckets]uint32
+	buckets [nbuckets]T
 }
 
 func bucketOf(t time.Time, w time.Duration) int64 {
@@ -21,12 +27,12 @@ func bucketOf(t time.Time, w time.Duration) int64 {
 	return t.UnixNano() / width
 }
 
-func (c *counter) advance(b int64) {
+func (c *counterOf[T]) advance(b int64) {
 	if b <= c.head {
 		return
 	}
 	if b-c.head >= nbuckets {
-		c.buckets = [nbuckets]uint32{}
+		c.buckets = [nbuckets]T{}
 	} else {
 		for i := c.head + 1; i <= b; i++ {
 			c.buckets[i%nbuckets] = 0
@@ -36,22 +42,24 @@ func (c *counter) advance(b int64) {
 }
 
 // add counts n at t and returns the window's sum at t.
-func (c *counter) add(t time.Time, w time.Duration, n int) int {
+func (c *counterOf[T]) add(t time.Time, w time.Duration, n int) int {
 	b := bucketOf(t, w)
 	c.advance(b)
 	if b > c.head-nbuckets && n > 0 {
-		c.buckets[((b%nbuckets)+nbuckets)%nbuckets] += uint32(n)
+		// Saturates at the bucket's maximum: far past every threshold.
+		x := &c.buckets[((b%nbuckets)+nbuckets)%nbuckets]
+		*x = T(min(uint64(*x)+uint64(n), uint64(^T(0))))
 	}
 	return c.sum()
 }
 
 // sumAt returns the window's sum at t without adding.
-func (c *counter) sumAt(t time.Time, w time.Duration) int {
+func (c *counterOf[T]) sumAt(t time.Time, w time.Duration) int {
 	c.advance(bucketOf(t, w))
 	return c.sum()
 }
 
-func (c *counter) sum() int {
+func (c *counterOf[T]) sum() int {
 	s := 0
 	for _, v := range c.buckets {
 		s += int(v)
