@@ -35,21 +35,33 @@ type node struct {
 
 // store holds all per-key detector state, capped at max keys with
 // least-recently-used eviction, so that an attacker spraying millions of
-// addresses cannot grow memory without bound.
+// addresses cannot grow memory without bound. Each kind of key has a map of
+// its own (string keys take Go's fast string path); one list orders them
+// all by use.
 type store struct {
 	max     int
-	m       map[key]*node
+	accts   map[string]*node
+	ips     map[netip.Addr]*node
+	pairs   map[pairKey]*node
+	sess    map[string]*node
 	head    node // sentinel: head.next is the most recently used
 	evicted uint64
 }
 
+type pairKey struct {
+	a  string
+	ip netip.Addr
+}
+
 func newStore(max int) *store {
-	s := &store{max: max, m: make(map[key]*node, min(max, 1<<16))}
+	hint := min(max, 1<<14)
+	s := &store{max: max, accts: make(map[string]*node, hint), ips: make(map[netip.Addr]*node, hint),
+		pairs: make(map[pairKey]*node, hint), sess: make(map[string]*node)}
 	s.head.next, s.head.prev = &s.head, &s.head
 	return s
 }
 
-func (s *store) len() int { return len(s.m) }
+func (s *store) len() int { return len(s.accts) + len(s.ips) + len(s.pairs) + len(s.sess) }
 
 func (s *store) unlink(n *node) {
 	n.prev.next, n.next.prev = n.next, n.prev
@@ -61,35 +73,70 @@ func (s *store) pushFront(n *node) {
 	s.head.next = n
 }
 
+func (s *store) lookup(k key) *node {
+	switch k.kind {
+	case kAccount:
+		return s.accts[k.s]
+	case kIP:
+		return s.ips[k.ip]
+	case kPair:
+		return s.pairs[pairKey{k.s, k.ip}]
+	default:
+		return s.sess[k.s]
+	}
+}
+
+func (s *store) remove(k key) {
+	switch k.kind {
+	case kAccount:
+		delete(s.accts, k.s)
+	case kIP:
+		delete(s.ips, k.ip)
+	case kPair:
+		delete(s.pairs, pairKey{k.s, k.ip})
+	default:
+		delete(s.sess, k.s)
+	}
+}
+
 // get returns the node for k, creating it when absent, and marks it used.
 func (s *store) get(k key) (*node, bool) {
-	if n, ok := s.m[k]; ok {
+	if n := s.lookup(k); n != nil {
 		if s.head.next != n {
 			s.unlink(n)
 			s.pushFront(n)
 		}
 		return n, false
 	}
-	for len(s.m) >= s.max {
+	for s.len() >= s.max {
 		old := s.head.prev
 		s.unlink(old)
-		delete(s.m, old.k)
+		s.remove(old.k)
 		s.evicted++
 	}
 	k.s = strings.Clone(k.s) // do not pin the log line a name came from
 	n := &node{k: k}
-	s.m[k] = n
+	switch k.kind {
+	case kAccount:
+		s.accts[k.s] = n
+	case kIP:
+		s.ips[k.ip] = n
+	case kPair:
+		s.pairs[pairKey{k.s, k.ip}] = n
+	default:
+		s.sess[k.s] = n
+	}
 	s.pushFront(n)
 	return n, true
 }
 
 // peek returns the node for k without creating it or marking it used.
-func (s *store) peek(k key) *node { return s.m[k] }
+func (s *store) peek(k key) *node { return s.lookup(k) }
 
 func (s *store) del(k key) {
-	if n, ok := s.m[k]; ok {
+	if n := s.lookup(k); n != nil {
 		s.unlink(n)
-		delete(s.m, k)
+		s.remove(k)
 	}
 }
 
