@@ -50,10 +50,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (YAML; default: built-in defaults, see etc/mailwarden.yaml)")
-	postfix := fs.String("postfix", "\x00", "Postfix policy listener address (default: serve.postfix)")
-	exim := fs.String("exim", "\x00", "Exim readsocket listener address (default: serve.exim)")
-	dovecot := fs.String("dovecot", "\x00", "Dovecot auth policy listener address (default: serve.dovecot)")
-	admin := fs.String("admin", "\x00", "admin API address (default: serve.admin)")
+	postfix := fs.String("postfix", "", "Postfix policy listener address (default: serve.postfix; \"\" turns it off)")
+	exim := fs.String("exim", "", "Exim readsocket listener address (default: serve.exim; \"\" turns it off)")
+	dovecot := fs.String("dovecot", "", "Dovecot auth policy listener address, TCP (default: serve.dovecot; \"\" turns it off)")
+	admin := fs.String("admin", "", "admin API address (default: serve.admin; \"\" turns it off)")
 	stateDir := fs.String("state-dir", "", "state directory (default: serve.state_dir)")
 	logFormat := fs.String("log-format", "text", "log format on stderr: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
@@ -92,12 +92,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return nil, err
 		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		for _, o := range []struct {
-			flag string
+			name string
+			val  string
 			dst  *string
-		}{{*postfix, &cfg.Serve.Postfix}, {*exim, &cfg.Serve.Exim}, {*dovecot, &cfg.Serve.Dovecot}, {*admin, &cfg.Serve.Admin}} {
-			if o.flag != "\x00" {
-				*o.dst = o.flag
+		}{{"postfix", *postfix, &cfg.Serve.Postfix}, {"exim", *exim, &cfg.Serve.Exim}, {"dovecot", *dovecot, &cfg.Serve.Dovecot}, {"admin", *admin, &cfg.Serve.Admin}} {
+			if set[o.name] {
+				*o.dst = o.val
 			}
 		}
 		if *stateDir != "" {
