@@ -15,7 +15,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -81,10 +80,6 @@ CREATE TABLE IF NOT EXISTS journal (
 	node    TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS journal_t ON journal(t);
-CREATE TABLE IF NOT EXISTS kv (
-	k TEXT PRIMARY KEY,
-	v TEXT NOT NULL
-);
 `
 
 // Store is the durable state. It is safe for concurrent use (SQLite
@@ -432,23 +427,4 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error
 		return 0, err
 	}
 	return res.RowsAffected()
-}
-
-// ErrNotFound is returned for a missing key.
-var ErrNotFound = errors.New("not found")
-
-// Get reads a small named value (tail offsets and the like).
-func (s *Store) Get(ctx context.Context, k string) (string, error) {
-	var v string
-	err := s.db.QueryRowContext(ctx, `SELECT v FROM kv WHERE k = ?`, k).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", ErrNotFound
-	}
-	return v, err
-}
-
-// Put writes a small named value.
-func (s *Store) Put(ctx context.Context, k, v string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO kv(k, v) VALUES(?,?)`, k, v)
-	return err
 }
