@@ -67,22 +67,33 @@ func (a *acctState) markAnomalous(t time.Time) {
 	}
 }
 
-// scaled returns the effective cap: the static one, or factor × the
-// account's usual busy day when its history is long enough.
-func (e *Engine) scaled(a *acctState, t time.Time, static int64, f func(*dayTotals) uint32, evd map[string]any) int64 {
+// capFor returns the cap that value is held against: the static one or,
+// only once value reaches it, factor × the account's usual busy day when
+// its history is long enough — with a note saying so for the evidence.
+// Most messages are far below every cap and cost no history look-up.
+func (e *Engine) capFor(a *acctState, t time.Time, static, value int64, f func(*dayTotals) uint32) (int64, string) {
 	dc := &e.cfg.Detectors.DailyCaps
-	if a.history == nil || dc.HistoryFactor <= 0 {
-		return static
+	if value < static || a.history == nil || dc.HistoryFactor <= 0 {
+		return static, ""
 	}
 	p, n := a.history.p90(dayNum(t), f)
 	if n < dc.HistoryDays {
-		return static
+		return static, ""
 	}
 	if c := int64(p * dc.HistoryFactor); c > static {
-		evd["scaled_by_history"] = fmt.Sprintf("cap raised from %d to %d: %.0f× this account's 90th-percentile day (%.0f) over %d days", static, c, dc.HistoryFactor, p, n)
-		return c
+		return c, fmt.Sprintf("cap raised from %d to %d: %.0f× this account's 90th-percentile day (%.0f) over %d days", static, c, dc.HistoryFactor, p, n)
 	}
-	return static
+	return static, ""
+}
+
+// withNotes adds the history notes to an evidence map.
+func withNotes(evd map[string]any, notes ...string) map[string]any {
+	for _, n := range notes {
+		if n != "" {
+			evd["scaled_by_history"] = n
+		}
+	}
+	return evd
 }
 
 func msgsOf(d *dayTotals) uint32  { return d.msgs }
@@ -115,24 +126,28 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 		m := a.msgs24.sumAt(t, w) + 1
 		r := a.rcpts24.sumAt(t, w) + rcpts
 		b := int64(a.bytes24.sumAt(t, w)+kib) * 1024
-		evd := map[string]any{"messages": m, "recipients": r, "bytes": b}
 		var over []string
-		if c := e.scaled(a, t, int64(d.DailyCaps.Recipients), rcptsOf, evd); int64(r) > c {
-			over = append(over, fmt.Sprintf("recipients %d > %d", r, c))
+		cr, n1 := e.capFor(a, t, int64(d.DailyCaps.Recipients), int64(r), rcptsOf)
+		if int64(r) > cr {
+			over = append(over, fmt.Sprintf("recipients %d > %d", r, cr))
 		}
-		if c := e.scaled(a, t, int64(d.DailyCaps.Messages), msgsOf, evd); int64(m) > c {
-			over = append(over, fmt.Sprintf("messages %d > %d", m, c))
+		cm, n2 := e.capFor(a, t, int64(d.DailyCaps.Messages), int64(m), msgsOf)
+		if int64(m) > cm {
+			over = append(over, fmt.Sprintf("messages %d > %d", m, cm))
 		}
+		var n3 string
 		if d.DailyCaps.Bytes > 0 {
-			if c := e.scaled(a, t, d.DailyCaps.Bytes/1024, kibOf, evd) * 1024; b > c {
-				over = append(over, fmt.Sprintf("bytes %d > %d", b, c))
+			var cb int64
+			cb, n3 = e.capFor(a, t, d.DailyCaps.Bytes/1024, b/1024, kibOf)
+			if b > cb*1024 {
+				over = append(over, fmt.Sprintf("bytes %d > %d", b, cb*1024))
 			}
 		}
 		if len(over) > 0 {
 			if a.fired.quiet(dDailyCaps, t) && a.capInc != nil {
 				a.capInc.Stopped.count(ev)
 			} else {
-				evd["over"] = over
+				evd := withNotes(map[string]any{"messages": m, "recipients": r, "bytes": b, "over": over}, n1, n2, n3)
 				a.capInc = e.newIncident(dDailyCaps, &d.DailyCaps.Common, ev, ev.Account, ev.IP, evd)
 				out = append(out, a.capInc)
 				a.fired.set(dDailyCaps, t.Add(w))
@@ -176,11 +191,10 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 		m := p.msgs.add(t, w, 1)
 		r := p.rcpts.add(t, w, rcpts)
 		if !a.fired.quiet(dSpamware, t) {
-			evd := map[string]any{"messages": m, "recipients": r}
-			capM := e.scaled(a, t, int64(d.Spamware.Messages), msgsOf, evd)
-			capR := e.scaled(a, t, int64(d.Spamware.Recipients), rcptsOf, evd)
+			capM, n1 := e.capFor(a, t, int64(d.Spamware.Messages), int64(m), msgsOf)
+			capR, n2 := e.capFor(a, t, int64(d.Spamware.Recipients), int64(r), rcptsOf)
 			if int64(m) >= capM || int64(r) >= capR {
-				evd["threshold_messages"], evd["threshold_recipients"] = capM, capR
+				evd := withNotes(map[string]any{"messages": m, "recipients": r, "threshold_messages": capM, "threshold_recipients": capR}, n1, n2)
 				out = append(out, e.newIncident(dSpamware, &d.Spamware.Common, ev, ev.Account, ev.IP, evd))
 				a.fired.set(dSpamware, t.Add(w))
 			}

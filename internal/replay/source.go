@@ -14,6 +14,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/mailwarden/mailwarden/internal/dovecot"
 	"github.com/mailwarden/mailwarden/internal/event"
@@ -93,6 +94,7 @@ type Stream struct {
 	free    chan *batch
 	stop    chan struct{}
 	cur     *batch
+	arena   []byte // block that event strings are copied into (producer side)
 	pc      Counts // producer's running counts
 	perr    error
 	pdone   bool
@@ -287,6 +289,7 @@ func (s *Stream) fill(dst []event.Event) []event.Event {
 		n := len(dst)
 		var res maillog.Result
 		dst, res = s.d.parse(&l, dst)
+		s.own(dst[n:]) // the line's bytes are reused by the next read
 		switch res {
 		case maillog.Unknown:
 			s.pc.Unparsed++
@@ -299,9 +302,9 @@ func (s *Stream) fill(dst []event.Event) []event.Event {
 }
 
 // readLine returns the next line without its end; a line longer than
-// MaxLine is returned as "" (unparsed) after skipping it. Each line is its
-// own string, so whatever a parser or the engine keeps of it pins only that
-// line.
+// MaxLine is returned as "" (unparsed) after skipping it. The string is a
+// view of the reader's buffer, valid until the next call: parsers copy what
+// they keep in their join tables, and own copies the events' strings.
 func (s *Stream) readLine() (string, error) {
 	b, err := s.r.ReadSlice('\n')
 	if err == bufio.ErrBufferFull || (err == nil && len(b) > MaxLine) {
@@ -319,8 +322,37 @@ func (s *Stream) readLine() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if len(b) > MaxLine {
+	if len(b) > MaxLine || len(b) == 0 {
 		return "", nil
 	}
-	return string(b), nil
+	return unsafe.String(&b[0], len(b)), nil
+}
+
+// arenaSize is the size of the blocks event strings are copied into: one
+// allocation for hundreds of events instead of one string per line.
+const arenaSize = 64 << 10
+
+// own copies the strings of freshly parsed events out of the read buffer.
+func (s *Stream) own(evs []event.Event) {
+	for i := range evs {
+		e := &evs[i]
+		e.Account = s.keep(e.Account)
+		e.Session = s.keep(e.Session)
+		e.QueueID = s.keep(e.QueueID)
+		e.Node = s.keep(e.Node)
+		e.PwHash = s.keep(e.PwHash)
+		e.Source = s.keep(e.Source)
+	}
+}
+
+func (s *Stream) keep(str string) string {
+	if str == "" {
+		return ""
+	}
+	if len(s.arena)+len(str) > cap(s.arena) {
+		s.arena = make([]byte, 0, max(arenaSize, len(str)))
+	}
+	start := len(s.arena)
+	s.arena = append(s.arena, str...)
+	return unsafe.String(&s.arena[start], len(str))
 }
