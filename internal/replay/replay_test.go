@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"compress/gzip"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,5 +135,38 @@ func BenchmarkReplay(b *testing.B) {
 	for b.Loop() {
 		m := &Merger{Streams: []*Stream{NewStream("b", strings.NewReader(lines), Options{}, ref)}}
 		drain(m)
+	}
+}
+
+// Lines are views of a reused read buffer: an event joined long after its
+// first line (an Exim arrival waiting for its deliveries, a Postfix
+// client= line waiting for qmgr) must still carry intact strings after the
+// buffer has been refilled many times.
+func TestJoinsSurviveBufferReuse(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("2026-11-04 10:00:00 [100] 1vAbCd-000001-Xy <= alice@example.com H=(pc) [192.0.2.10]:4000 P=esmtpsa A=dovecot_plain:alice@example.com S=2000 id=x@pc\n")
+	b.WriteString("Nov  4 10:00:00 mx1 postfix/submission/smtpd[200]: 4QJOIN0001: client=unknown[192.0.2.20], sasl_method=PLAIN, sasl_username=bob@example.org\n")
+	filler := "2026-11-04 10:00:01 [999] Start queue run: pid=999 " + strings.Repeat("x", 150) + "\n"
+	for i := 0; i < 8000; i++ { // about 1.5 MB: the 256 KiB buffer is refilled many times
+		b.WriteString(filler)
+	}
+	b.WriteString("Nov  4 10:05:00 mx1 postfix/qmgr[300]: 4QJOIN0001: from=<bob@example.org>, size=3000, nrcpt=2 (queue active)\n")
+	b.WriteString("2026-11-04 10:05:00 [101] 1vAbCd-000001-Xy => r1@example.net R=dnslookup T=remote_smtp\n")
+	b.WriteString("2026-11-04 10:05:00 [101] 1vAbCd-000001-Xy => r2@example.net R=dnslookup T=remote_smtp\n")
+	b.WriteString("2026-11-04 10:05:00 [101] 1vAbCd-000001-Xy Completed\n")
+	m := &Merger{Streams: []*Stream{NewStream("t", strings.NewReader(b.String()), Options{}, ref)}}
+	got := map[string]event.Event{}
+	for _, ev := range drain(m) {
+		if ev.Kind == event.Message {
+			got[ev.Account] = ev
+		}
+	}
+	a, ok := got["alice@example.com"]
+	if !ok || a.QueueID != "1vAbCd-000001-Xy" || a.Rcpts != 2 || a.IP != netip.MustParseAddr("192.0.2.10") {
+		t.Errorf("exim join: %+v (all: %v)", a, got)
+	}
+	p, ok := got["bob@example.org"]
+	if !ok || p.QueueID != "4QJOIN0001" || p.Rcpts != 2 || p.Node != "mx1" || p.IP != netip.MustParseAddr("192.0.2.20") {
+		t.Errorf("postfix join: %+v (all: %v)", p, got)
 	}
 }
