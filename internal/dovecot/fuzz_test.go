@@ -7,13 +7,14 @@ import (
 	"testing"
 
 	"github.com/mailwarden/mailwarden/internal/event"
+	"github.com/mailwarden/mailwarden/internal/f2bfixture"
 	"github.com/mailwarden/mailwarden/internal/maillog"
 )
 
 // seedLines returns the fixture and sample lines (those present).
 func seedLines(tb testing.TB) []string {
 	var lines []string
-	if data, err := os.ReadFile(filepath.Join(fixtureDirOrEmpty(), "dovecot")); err == nil {
+	if data, err := os.ReadFile(filepath.Join(f2bfixture.Dir(), "dovecot")); err == nil {
 		for _, s := range strings.Split(string(data), "\n") {
 			if s != "" && !strings.HasPrefix(s, "#") {
 				lines = append(lines, s)
@@ -25,24 +26,6 @@ func seedLines(tb testing.TB) []string {
 		lines = append(lines, sampleLines(tb, path)...)
 	}
 	return lines
-}
-
-// fixtureDirOrEmpty is fixtureDir without skipping.
-func fixtureDirOrEmpty() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "..", "shared", "testdata", "logs", "fail2ban")
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
 }
 
 func FuzzParse(f *testing.F) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailwarden/mailwarden/internal/event"
+	"github.com/mailwarden/mailwarden/internal/f2bfixture"
 	"github.com/mailwarden/mailwarden/internal/maillog"
 )
 
@@ -70,7 +71,7 @@ func sampleLines(t testing.TB, path string) []string {
 }
 
 func sampleFramer(t testing.TB) *maillog.Framer {
-	return &maillog.Framer{Loc: zurich(t), Year: 2024}
+	return &maillog.Framer{Loc: f2bfixture.Zone(), Year: 2024}
 }
 
 func TestGolden(t *testing.T) {

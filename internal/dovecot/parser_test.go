@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mailwarden/mailwarden/internal/event"
+	"github.com/mailwarden/mailwarden/internal/f2bfixture"
 	"github.com/mailwarden/mailwarden/internal/maillog"
 )
 
@@ -184,7 +185,7 @@ func TestRecentBounded(t *testing.T) {
 }
 
 func TestOwns(t *testing.T) {
-	fr := fail2banFramer(t)
+	fr := f2bfixture.Framer()
 	cases := []struct {
 		line string
 		want bool

@@ -1,9 +1,6 @@
 package exim
 
 import (
-	"bufio"
-	"encoding/json"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,174 +9,56 @@ import (
 	_ "time/tzdata"
 
 	"github.com/mailwarden/mailwarden/internal/event"
+	"github.com/mailwarden/mailwarden/internal/f2bfixture"
 	"github.com/mailwarden/mailwarden/internal/maillog"
 )
-
-// zurich is fail2ban's test zone; its test clock is 2005-08-14 12:00 there.
-func fail2banFramer(t testing.TB) *maillog.Framer {
-	t.Helper()
-	loc, err := time.LoadLocation("Europe/Zurich")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &maillog.Framer{Loc: loc, Ref: time.Date(2005, 8, 14, 12, 0, 0, 0, loc)}
-}
-
-// sharedLogs returns ../shared/testdata/logs/<sub> relative to the module
-// root, or skips the test when it is absent.
-func sharedLogs(t testing.TB, sub string) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "testdata", "logs", sub)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("fixture %s absent", p)
-	}
-	return p
-}
-
-type f2bCase struct {
-	Match bool   `json:"match"`
-	Time  string `json:"time"`
-	Host  string `json:"host"`
-	User  string `json:"user"`
-	Desc  string `json:"desc"`
-}
-
-type caseLine struct {
-	no   int // line number in the file
-	text string
-	c    f2bCase
-	evs  []event.Event
-}
 
 // TestFail2banFixture feeds fail2ban's Exim test log through one parser and
 // checks every "# failJSON" case against the events of its line.
 func TestFail2banFixture(t *testing.T) {
-	path := filepath.Join(sharedLogs(t, "fail2ban"), "exim")
-	f, err := os.Open(path)
+	dir := f2bfixture.Dir()
+	if dir == "" {
+		t.Skip("fail2ban fixtures absent")
+	}
+	path := filepath.Join(dir, "exim")
+	lines, err := f2bfixture.Read(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-
-	fr := fail2banFramer(t)
+	fr := f2bfixture.Framer()
 	p := New()
 	var (
-		cases   []*caseLine
-		pending *f2bCase
-		l       maillog.Line
-		dst     []event.Event
+		l     maillog.Line
+		dst   []event.Event
+		cases int
 	)
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	no := 0
-	for sc.Scan() {
-		no++
-		line := sc.Text()
-		trim := strings.TrimSpace(line)
-		if trim == "" {
-			continue
-		}
-		if strings.HasPrefix(trim, "#") {
-			if js, ok := strings.CutPrefix(trim, "# failJSON:"); ok {
-				var c f2bCase
-				if err := json.Unmarshal([]byte(js), &c); err != nil {
-					t.Fatalf("line %d: %v", no, err)
-				}
-				pending = &c
-			}
-			continue
-		}
+	for _, fl := range lines {
 		var evs []event.Event
-		if fr.Frame(line, &l) {
-			if pending != nil && !Owns(&l) {
-				t.Errorf("line %d: Owns = false for %q", no, line)
+		if fr.Frame(fl.Text, &l) {
+			if fl.Want != nil && !Owns(&l) {
+				t.Errorf("line %d: Owns = false for %q", fl.No, fl.Text)
 			}
 			dst, _ = p.Parse(&l, dst[:0])
 			evs = append(evs, dst...)
 		}
-		if pending != nil {
-			cases = append(cases, &caseLine{no: no, text: line, c: *pending, evs: evs})
-			pending = nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	p.Flush(nil)
-	if len(cases) < 50 {
-		t.Fatalf("only %d cases read from %s", len(cases), path)
-	}
-
-	zurich := fr.Loc
-	for _, cl := range cases {
-		c := cl.c
-		if !c.Match {
-			for _, e := range cl.evs {
-				if e.Kind == event.AuthFail {
-					t.Errorf("line %d %q: unexpected auth failure %+v", cl.no, cl.text, e)
-				}
-			}
+		if fl.Want == nil {
 			continue
 		}
-		want, err := netip.ParseAddr(c.Host)
-		if err != nil {
-			t.Fatalf("line %d: host %q: %v", cl.no, c.Host, err)
-		}
-		found := false
-		for _, e := range cl.evs {
-			if !e.Kind.IsFailure() || e.IP != want {
-				continue
-			}
-			if c.User != "" && e.Account != event.NormalizeAccount(c.User) {
-				continue
-			}
-			if c.Time != "" && !sameTime(e.Time.In(zurich), c.Time, strings.HasPrefix(cl.text, "@4000"), zurich) {
-				continue
-			}
-			found = true
-		}
-		if !found {
-			t.Errorf("line %d %q (%s): no failure event for %s at %q user %q; got %+v",
-				cl.no, cl.text, c.Desc, c.Host, c.Time, c.User, cl.evs)
+		cases++
+		if msg := fl.Check(evs); msg != "" {
+			t.Errorf("line %d: %s\n\t%s", fl.No, msg, fl.Text)
 		}
 	}
-}
-
-// sameTime compares an event time with fail2ban's local time string; TAI64N
-// lines may differ by the TAI-UTC offset fail2ban ignores.
-func sameTime(got time.Time, want string, tai bool, loc *time.Location) bool {
-	if got.Format("2006-01-02T15:04:05") == want {
-		return true
+	p.Flush(nil)
+	if cases < 50 {
+		t.Fatalf("only %d cases read from %s", cases, path)
 	}
-	if !tai {
-		return false
-	}
-	w, err := time.ParseInLocation("2006-01-02T15:04:05", want, loc)
-	if err != nil {
-		return false
-	}
-	d := got.Sub(w)
-	return d >= -10*time.Second && d <= 10*time.Second
 }
 
 // TestBadInput checks that broken input yields Unknown and no events, and
 // that a valid line with a CRLF ending still parses.
 func TestBadInput(t *testing.T) {
-	fr := fail2banFramer(t)
+	fr := f2bfixture.Framer()
 	huge := "2024-11-04 09:11:01 " + strings.Repeat("A", 1<<20)
 	hugeHost := "2024-11-04 09:11:01 H=" + strings.Repeat("(", 1<<20)
 	bad := []string{
@@ -239,7 +118,7 @@ func TestBadInput(t *testing.T) {
 
 // TestOwns checks which framed lines the dispatcher hands to this package.
 func TestOwns(t *testing.T) {
-	fr := fail2banFramer(t)
+	fr := f2bfixture.Framer()
 	cases := []struct {
 		line string
 		want bool
@@ -284,7 +163,7 @@ func seedLines(t testing.TB) []string {
 			}
 		}
 	}
-	if dir := sharedLogsOpt(); dir != "" {
+	if dir := f2bfixture.Dir(); dir != "" {
 		read(filepath.Join(dir, "exim"))
 		read(filepath.Join(dir, "exim-spam"))
 	}
@@ -296,28 +175,6 @@ func seedLines(t testing.TB) []string {
 		t.Skip("no seed lines")
 	}
 	return lines
-}
-
-// sharedLogsOpt is sharedLogs without skipping: "" when absent.
-func sharedLogsOpt() string {
-	dir, err := os.Getwd()
-	if err != nil {
-		return ""
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			p := filepath.Join(dir, "..", "shared", "testdata", "logs", "fail2ban")
-			if _, err := os.Stat(p); err == nil {
-				return p
-			}
-			return ""
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return ""
-		}
-		dir = parent
-	}
 }
 
 func FuzzParse(f *testing.F) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mailwarden/mailwarden/internal/event"
+	"github.com/mailwarden/mailwarden/internal/f2bfixture"
 	"github.com/mailwarden/mailwarden/internal/maillog"
 )
 
@@ -61,7 +62,7 @@ func readLines(t testing.TB, path string) []string {
 }
 
 func sampleFramer(t testing.TB) *maillog.Framer {
-	f := testFramer(t)
+	f := f2bfixture.Framer()
 	f.Year = 2024
 	return f
 }
@@ -243,7 +244,7 @@ func TestBadInput(t *testing.T) {
 		"Nov  4 09:11:01 mail exim[1]: connect from x[192.0.2.1]",
 		huge,
 	}
-	fr := testFramer(t)
+	fr := f2bfixture.Framer()
 	for _, s := range bad {
 		for _, crlf := range []string{"", "\r\n"} {
 			p := New()
@@ -294,7 +295,7 @@ func checkEvent(t *testing.T, e event.Event) {
 }
 
 func FuzzParse(f *testing.F) {
-	if dir := fixtureDir(f); dir != "" {
+	if dir := f2bfixture.Dir(); dir != "" {
 		for _, s := range readLines(f, filepath.Join(dir, "postfix")) {
 			if s != "" && !strings.HasPrefix(s, "#") {
 				f.Add(s)
@@ -338,7 +339,7 @@ func BenchmarkParse(b *testing.B) {
 	for _, path := range logs {
 		lines = append(lines, readLines(b, path)...)
 	}
-	if dir := fixtureDir(b); dir != "" {
+	if dir := f2bfixture.Dir(); dir != "" {
 		for _, s := range readLines(b, filepath.Join(dir, "postfix")) {
 			if s != "" && !strings.HasPrefix(s, "#") {
 				lines = append(lines, s)
