@@ -101,6 +101,7 @@ type Config struct {
 	BlockFor       Duration  `yaml:"block_for"` // how long a block_ip lasts (escalates for repeat offenders)
 	Detectors      Detectors `yaml:"detectors"`
 	Serve          Serve     `yaml:"serve"`
+	Responses      Responses `yaml:"responses"`
 }
 
 // Serve configures the daemon (mailwarden serve). Addresses are
@@ -274,6 +275,7 @@ func Default() *Config {
 		MaxTrackedKeys: 1_000_000,
 		Networks:       Networks{IPv4Prefix: 16, IPv6Prefix: 32, MinSpread: 3, CommonAccounts: 5},
 		BlockFor:       h(1),
+		Responses:      defaultResponses(),
 		Serve: Serve{
 			StateDir:      "/var/lib/mailwarden",
 			Postfix:       "unix:/run/mailwarden/postfix.sock",
@@ -380,6 +382,7 @@ func (c *Config) Validate() error {
 	if c.Networks.CommonAccounts < 0 || c.Networks.CommonAccounts > 14 {
 		bad("networks.common_accounts: %d is out of range 0..14", c.Networks.CommonAccounts)
 	}
+	c.Responses.validate(bad)
 	d := &c.Detectors
 	for _, x := range []struct {
 		name string
@@ -427,6 +430,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Serve.Logs) == 0 {
 		c.Serve.Logs = nil
+	}
+	if len(c.Responses.Notify.Webhooks) == 0 {
+		c.Responses.Notify.Webhooks = nil
 	}
 	for _, s := range c.Allowlist.Networks {
 		p, err := netip.ParsePrefix(s)
