@@ -106,9 +106,11 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	if _, err := db.Exec(schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("state file %s: %w", path, err)
+	for _, sc := range []string{schema, responsesSchema} {
+		if _, err := db.Exec(sc); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("state file %s: %w", path, err)
+		}
 	}
 	return &Store{db: db, path: path}, nil
 }
@@ -135,6 +137,7 @@ type Incident struct {
 	DryRun     bool           `json:"dry_run,omitempty"`
 	Node       string         `json:"node,omitempty"`
 	Evidence   map[string]any `json:"evidence"`
+	Responses  []Response     `json:"responses,omitempty"` // what was done about it
 }
 
 // AddIncident stores an incident and its audit line, returning its id.
@@ -194,7 +197,22 @@ func (s *Store) Incidents(ctx context.Context, account string, limit int) ([]Inc
 		}
 		out = append(out, in)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	ids := make([]int64, len(out))
+	for i := range out {
+		ids[i] = out[i].ID
+	}
+	rs, err := s.Responses(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		out[i].Responses = rs[out[i].ID]
+	}
+	return out, nil
 }
 
 // Lock is a stored account lock.
