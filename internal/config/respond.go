@@ -85,7 +85,7 @@ type Notify struct {
 	Queue int `yaml:"queue"`
 	// Retries is how many times a failed delivery is retried, with
 	// exponential backoff from 1 s.
-	Retries int `yaml:"retries"`
+	Retries int      `yaml:"retries"`
 	Timeout Duration `yaml:"timeout"`
 }
 
