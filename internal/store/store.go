@@ -1,9 +1,9 @@
 // Package store keeps mailwarden's durable facts in one SQLite file (WAL,
 // one writer): account locks, address blocks with their offence counts,
 // incidents with their evidence, an audit log of every change and who made
-// it, and a journal of recent events from which the daemon rebuilds its
-// counters after a restart. An admin can open the file with sqlite3 while
-// the daemon runs.
+// it; and, in append-only files beside it, a journal of recent events from
+// which the daemon rebuilds its counters after a restart. An admin can open
+// the SQLite file with sqlite3 while the daemon runs.
 //
 // Locks, blocks and incidents are written before the call returns (they
 // survive a crash); journal events are batched by the caller.
@@ -16,7 +16,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -65,21 +64,9 @@ CREATE TABLE IF NOT EXISTS audit (
 	target  TEXT NOT NULL,
 	reason  TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS journal (
-	t       INTEGER NOT NULL,       -- unix ms
-	kind    INTEGER NOT NULL,
-	account TEXT NOT NULL,
-	ip      TEXT NOT NULL,
-	proto   INTEGER NOT NULL,
-	session TEXT NOT NULL,
-	size    INTEGER NOT NULL,
-	rcpts   INTEGER NOT NULL,
-	count   INTEGER NOT NULL,
-	pwhash  TEXT NOT NULL,
-	source  TEXT NOT NULL,
-	node    TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS journal_t ON journal(t);
+-- The event journal is kept in files beside this one (journal.go).
+DROP TABLE IF EXISTS journal;
+
 `
 
 // Store is the durable state. It is safe for concurrent use (SQLite
@@ -87,6 +74,7 @@ CREATE INDEX IF NOT EXISTS journal_t ON journal(t);
 type Store struct {
 	db   *sql.DB
 	path string
+	j    *journal
 }
 
 // Open opens or creates the state file dir/mailwarden.db (directory 0700,
@@ -112,14 +100,22 @@ func Open(dir string) (*Store, error) {
 			return nil, fmt.Errorf("state file %s: %w", path, err)
 		}
 	}
-	return &Store{db: db, path: path}, nil
+	j, err := openJournal(dir)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	return &Store{db: db, path: path, j: j}, nil
 }
 
 // Path returns the state file's path.
 func (s *Store) Path() string { return s.path }
 
 // Close closes the file.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.j.close()
+	return s.db.Close()
+}
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 func fromMS(v int64) time.Time {
@@ -392,57 +388,32 @@ func (s *Store) tx(ctx context.Context, f func(*sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// AppendEvents writes a batch of events to the journal in one transaction.
+// AppendEvents writes a batch of events to the journal.
 func (s *Store) AppendEvents(ctx context.Context, evs []event.Event) error {
-	return s.tx(ctx, func(tx *sql.Tx) error {
-		st, err := tx.PrepareContext(ctx, `INSERT INTO journal(t, kind, account, ip, proto, session, size, rcpts, count, pwhash, source, node) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		for i := range evs {
-			e := &evs[i]
-			ip := ""
-			if e.IP.IsValid() {
-				ip = e.IP.String()
-			}
-			if _, err := st.ExecContext(ctx, ms(e.Time), int(e.Kind), e.Account, ip, int(e.Protocol), e.Session, e.Size, e.Rcpts, e.Count, e.PwHash, e.Source, e.Node); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return s.j.append(evs, time.Now())
 }
 
-// Events calls f for every journal event at or after since, in time order.
+// TornJournal is returned by Events after it delivered every intact event
+// when some journal segments ended in a torn or corrupt record (a crash
+// during a write): the events after it in those segments are lost.
+type TornJournal struct{ Segments int }
+
+func (e *TornJournal) Error() string {
+	return fmt.Sprintf("journal: %d segment(s) end in a torn or corrupt record; the events after it were skipped", e.Segments)
+}
+
+// Events calls f for every journal event at or after since, in time order
+// (within each hour's segment).
 func (s *Store) Events(ctx context.Context, since time.Time, f func(*event.Event)) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT t, kind, account, ip, proto, session, size, rcpts, count, pwhash, source, node FROM journal WHERE t >= ? ORDER BY t`, ms(since))
-	if err != nil {
-		return err
+	torn, err := s.j.events(ctx, since, f)
+	if err == nil && torn > 0 {
+		err = &TornJournal{Segments: torn}
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var e event.Event
-		var t int64
-		var kind, proto int
-		var ip string
-		if err := rows.Scan(&t, &kind, &e.Account, &ip, &proto, &e.Session, &e.Size, &e.Rcpts, &e.Count, &e.PwHash, &e.Source, &e.Node); err != nil {
-			return err
-		}
-		e.Time, e.Kind, e.Protocol = fromMS(t), event.Kind(kind), event.Protocol(proto)
-		if ip != "" {
-			e.IP, _ = netip.ParseAddr(ip)
-		}
-		f(&e)
-	}
-	return rows.Err()
+	return err
 }
 
-// PruneEvents drops journal events before t.
+// PruneEvents drops the journal's segments whose events are all before t
+// and returns how many it dropped.
 func (s *Store) PruneEvents(ctx context.Context, before time.Time) (int64, error) {
-	res, err := s.db.ExecContext(ctx, `DELETE FROM journal WHERE t < ?`, ms(before))
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
+	return s.j.prune(before)
 }
