@@ -32,7 +32,9 @@ socket:
   incidents [--account A]      recent incidents, newest first
   report A                     an account's address tables and incidents
   lock A --reason R            lock an account on SMTP, IMAP and POP
-  unlock A [--reason R]        lift a lock
+  unlock A [--reason R] [--release | --purge]
+                               lift a lock; --release lets the account's
+                               held queued mail go, --purge deletes it
   block IP [--for D] --reason R  block an address (default: block_for)
   unblock IP [--reason R]      lift a block
   audit                        who changed what, newest first
@@ -51,6 +53,8 @@ type adminFlags struct {
 	acct   string
 	limit  int
 	asJSON bool
+	// unlock: what to do with the account's mail held at lock time
+	release, purge bool
 }
 
 func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
@@ -64,6 +68,10 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 	switch cmd {
 	case "lock", "unlock", "block", "unblock":
 		fs.StringVar(&f.reason, "reason", "", "why (goes to the audit log; required for lock and block)")
+	}
+	if cmd == "unlock" {
+		fs.BoolVar(&f.release, "release", false, "release the account's queued mail held when it was locked")
+		fs.BoolVar(&f.purge, "purge", false, "delete the account's queued mail held when it was locked (after you have looked at it)")
 	}
 	if cmd == "block" {
 		fs.StringVar(&f.dur, "for", "", "how long (e.g. 2h, 7d; default: block_for of the daemon's config)")
@@ -165,6 +173,9 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 					dry = " (dry run)"
 				}
 				fmt.Fprintf(stdout, "#%d %s  %s  %s  %s %s%s\n", in.ID, in.DetectedAt.Local().Format("2006-01-02 15:04:05"), in.Detector, in.Action, report.Safe(in.Account), in.IP, dry)
+				for _, r := range in.Responses {
+					fmt.Fprintf(stdout, "    %s\n", responseLine(r))
+				}
 			}
 			return nil
 		}
@@ -205,9 +216,18 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 		}
 		err = cl.do("POST", "/v1/locks", map[string]string{"account": pos[0], "reason": f.reason}, &out)
 	case "unlock":
+		if f.release && f.purge {
+			return fmt.Errorf("--release and --purge exclude each other")
+		}
 		q := url.Values{}
 		if f.reason != "" {
 			q.Set("reason", f.reason)
+		}
+		if f.release {
+			q.Set("queued", "release")
+		}
+		if f.purge {
+			q.Set("queued", "purge")
 		}
 		err = cl.do("DELETE", "/v1/locks/"+url.PathEscape(pos[0])+"?"+q.Encode(), nil, &out)
 	case "block":
@@ -284,4 +304,17 @@ func (c *adminClient) do(method, path string, body, out any) error {
 		return fmt.Errorf("daemon answered %s", resp.Status)
 	}
 	return json.Unmarshal(b, out)
+}
+
+// responseLine says what was done about an incident, or in a dry run what
+// would have been done.
+func responseLine(r store.Response) string {
+	state := "done"
+	switch {
+	case r.DryRun:
+		state = "would"
+	case !r.OK:
+		state = "FAILED"
+	}
+	return fmt.Sprintf("%-6s %-7s %s", state, r.Kind, report.Safe(r.Detail))
 }

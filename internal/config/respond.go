@@ -49,6 +49,10 @@ type QueueHold struct {
 	Postsuper string `yaml:"postsuper"`
 	// Exim is the path of the exim binary (-Mf freeze, -Mt thaw, -Mrm remove).
 	Exim string `yaml:"exim"`
+	// Args go before the action: [-c, /etc/postfix-out] for another
+	// Postfix instance, [-C, /etc/exim4/other.conf] for another Exim.
+	Args    []string `yaml:"args"`
+	Timeout Duration `yaml:"timeout"`
 	// Remember is how long a queue id is remembered for its account.
 	Remember Duration `yaml:"remember"`
 	// MaxPerAccount bounds the remembered ids per account (newest kept).
@@ -77,8 +81,9 @@ type Notify struct {
 	Webhooks []Webhook `yaml:"webhooks"`
 	// Syslog writes one line per incident to the local syslog/journal.
 	Syslog bool `yaml:"syslog"`
-	// MaxPerHour bounds notifications of each kind (mail, webhook) per
-	// hour; past it they are counted and logged as given up.
+	// MaxPerHour bounds the notifications of each channel (postmaster
+	// mail, account mail, each webhook, syslog) per hour; past it they are
+	// counted and logged as given up.
 	MaxPerHour int `yaml:"max_per_hour"`
 	// Queue bounds the notifications waiting to be sent; a full queue
 	// drops (counted and logged), it never slows a decision.
@@ -107,6 +112,7 @@ func defaultResponses() Responses {
 			MTA:           "",
 			Postsuper:     "/usr/sbin/postsuper",
 			Exim:          "/usr/sbin/exim4",
+			Timeout:       Duration(30 * time.Second),
 			Remember:      Duration(7 * 24 * time.Hour),
 			MaxPerAccount: 1000,
 		},
@@ -133,6 +139,9 @@ func (r *Responses) validate(bad func(string, ...any)) {
 		if u, err := url.Parse(k.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			bad("responses.kick.url: %q is not an http(s) URL", k.URL)
 		}
+		if k.APIKey == "" {
+			bad("responses.kick.api_key: the http method needs Dovecot's doveadm_api_key")
+		}
 	case "command":
 		if len(k.Command) == 0 || !filepath.IsAbs(k.Command[0]) {
 			bad("responses.kick.command: needs an absolute program path, e.g. [/usr/bin/doveadm, kick]")
@@ -157,8 +166,11 @@ func (r *Responses) validate(bad func(string, ...any)) {
 	default:
 		bad("responses.hold_queued.mta: %q is not one of postfix, exim or \"\" (off)", h.MTA)
 	}
-	if h.Remember <= 0 || h.MaxPerAccount < 1 {
-		bad("responses.hold_queued: remember and max_per_account must be positive")
+	if h.Remember <= 0 || h.MaxPerAccount < 1 || h.Timeout <= 0 {
+		bad("responses.hold_queued: remember, max_per_account and timeout must be positive")
+	}
+	if len(h.Args) == 0 {
+		h.Args = nil
 	}
 	n := &r.Notify
 	if !n.MinAction.valid() {

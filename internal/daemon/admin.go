@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -33,7 +34,10 @@ type Status struct {
 	Locks          int       `json:"locks"`
 	Blocks         int       `json:"blocks"`
 	JournalDropped uint64    `json:"journal_dropped,omitempty"`
-	DryRun         bool      `json:"dry_run,omitempty"`
+	// ResponsesGivenUp counts lock responses and notifications dropped
+	// because the responder's queue was full.
+	ResponsesGivenUp uint64 `json:"responses_given_up,omitempty"`
+	DryRun           bool   `json:"dry_run,omitempty"`
 }
 
 type ctxKey struct{}
@@ -117,6 +121,7 @@ func (d *Daemon) hStatus(w http.ResponseWriter, r *http.Request) {
 		Decisions: d.decisions.Load(), Incidents: d.incidents.Load(),
 		TrackedKeys: d.eng.TrackedKeys(), Locks: len(locks), Blocks: len(blocks),
 		JournalDropped: d.jDropped.Load(), DryRun: d.config().DryRun,
+		ResponsesGivenUp: d.resp.dropped.Load(),
 	})
 }
 
@@ -174,6 +179,7 @@ func (d *Daemon) hLock(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d.eng.LockAccount(acct, now, nil)
+	d.resp.submit(job{account: acct, at: now, lock: true})
 	d.log.Warn("account locked by an admin", "account", acct, "actor", actor(r), "reason", c.Reason)
 	writeJSON(w, map[string]any{"locked": acct})
 }
@@ -184,18 +190,36 @@ func (d *Daemon) hUnlock(w http.ResponseWriter, r *http.Request) {
 	if reason == "" {
 		reason = "unlocked by an admin"
 	}
+	queued := r.URL.Query().Get("queued")
+	if queued != "" && queued != "release" && queued != "purge" {
+		httpError(w, http.StatusBadRequest, "queued must be release or purge")
+		return
+	}
 	was, err := d.st.DeleteLock(r.Context(), acct, actor(r), reason, d.clock())
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	wasEng := d.eng.Unlock(acct)
-	if !was && !wasEng {
+	if !was && !wasEng && queued == "" {
 		httpError(w, http.StatusNotFound, fmt.Sprintf("%q is not locked", acct))
 		return
 	}
 	d.log.Warn("account unlocked by an admin", "account", acct, "actor", actor(r), "reason", reason)
-	writeJSON(w, map[string]any{"unlocked": acct})
+	out := map[string]any{"unlocked": acct}
+	if queued != "" {
+		detail, err := d.resp.release(r.Context(), acct, queued, actor(r))
+		if err != nil {
+			d.log.Error("held mail not "+queued+"d", "account", acct, "err", err)
+			out["queued_error"] = err.Error()
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadGateway)
+			json.NewEncoder(w).Encode(out)
+			return
+		}
+		out["queued"] = detail
+	}
+	writeJSON(w, out)
 }
 
 func (d *Daemon) hBlocks(w http.ResponseWriter, r *http.Request) {
@@ -301,6 +325,9 @@ func (d *Daemon) hReport(w http.ResponseWriter, r *http.Request) {
 			col.Add(ev)
 		}
 	})
+	if torn := (*store.TornJournal)(nil); errors.As(err, &torn) {
+		err = nil // the intact events are shown
+	}
 	if err != nil {
 		httpError(w, http.StatusInternalServerError, err.Error())
 		return

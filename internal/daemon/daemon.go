@@ -10,9 +10,11 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +44,7 @@ type Daemon struct {
 	cfg *config.Config
 
 	jq        chan event.Event
+	resp      *responder
 	jDropped  atomic.Uint64
 	decisions atomic.Uint64
 	incidents atomic.Uint64
@@ -79,6 +82,10 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		jq:    make(chan event.Event, journalQueue),
 		done:  make(chan struct{}),
 	}
+	if d.resp, err = newResponder(cfg.Responses, st, o.Log); err != nil {
+		st.Close()
+		return nil, err
+	}
 	if err := d.restore(context.Background()); err != nil {
 		st.Close()
 		return nil, err
@@ -96,7 +103,9 @@ func (d *Daemon) restore(ctx context.Context) error {
 		d.eng.Warm(ev)
 		n++
 	})
-	if err != nil {
+	if torn := (*store.TornJournal)(nil); errors.As(err, &torn) {
+		d.log.Warn("event journal damaged (a crash during a write?): counters rebuilt from the intact events", "err", err)
+	} else if err != nil {
 		return err
 	}
 	locks, err := d.st.Locks(ctx)
@@ -128,6 +137,14 @@ func (d *Daemon) restore(ctx context.Context) error {
 // Run writes the journal until ctx ends, then flushes it.
 func (d *Daemon) Run(ctx context.Context) {
 	defer close(d.done)
+	rdone := make(chan struct{})
+	go func() {
+		defer close(rdone)
+		d.resp.run(ctx)
+	}()
+	defer func() { <-rdone }()
+	expiry := time.NewTicker(10 * time.Second)
+	defer expiry.Stop()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	prune := time.NewTicker(10 * time.Minute)
@@ -154,6 +171,8 @@ func (d *Daemon) Run(ctx context.Context) {
 			if n := d.jDropped.Swap(0); n > 0 {
 				d.log.Warn("journal queue full: events dropped from the journal (decisions unaffected)", "dropped", n)
 			}
+		case <-expiry.C:
+			d.expireLocks(context.Background())
 		case <-prune.C:
 			flush()
 			if _, err := d.st.PruneEvents(context.Background(), d.clock().Add(-d.config().Serve.Journal.D())); err != nil {
@@ -190,6 +209,9 @@ func (d *Daemon) config() *config.Config {
 // Reconfigure applies a new configuration (SIGHUP). Listener addresses and
 // the state directory need a restart; everything else applies now.
 func (d *Daemon) Reconfigure(cfg *config.Config) {
+	if !reflect.DeepEqual(cfg.Responses, d.config().Responses) {
+		d.log.Warn("configuration reloaded, but changes to responses (kick, hold_queued, notify) take effect after a restart; lock_for applies to new locks now")
+	}
 	d.mu.Lock()
 	d.cfg = cfg
 	d.mu.Unlock()
@@ -205,6 +227,9 @@ func (d *Daemon) Decide(ev *event.Event) engine.Verdict {
 	v, incs := d.eng.Process(ev, nil)
 	for _, inc := range incs {
 		d.persist(inc)
+	}
+	if ev.Kind == event.Message && ev.QueueID != "" {
+		d.resp.queued(ev.Account, ev.QueueID, ev.Time)
 	}
 	select {
 	case d.jq <- *ev:
@@ -237,6 +262,11 @@ func (d *Daemon) persist(inc *engine.Incident) {
 		d.log.Error("incident not stored (still enforced in memory)", "detector", inc.Detector, "account", inc.Account, "ip", ip, "err", err)
 	}
 	d.log.Warn("incident", "id", id, "detector", inc.Detector, "action", string(inc.Action), "account", inc.Account, "ip", ip, "dry_run", inc.DryRun)
+	d.resp.submit(job{
+		incidentID: id, account: inc.Account, at: inc.DetectedAt,
+		lock: inc.Action == config.Lock, dryRun: inc.DryRun,
+		notice: noticeOf(id, inc, d.node),
+	})
 	if inc.DryRun {
 		return
 	}
@@ -245,7 +275,11 @@ func (d *Daemon) persist(inc *engine.Incident) {
 		if inc.Account == "" {
 			return
 		}
-		err = d.st.PutLock(ctx, store.Lock{Account: inc.Account, Since: inc.DetectedAt, Reason: inc.Detector, Actor: "mailwarden", IncidentID: id})
+		l := store.Lock{Account: inc.Account, Since: inc.DetectedAt, Reason: inc.Detector, Actor: "mailwarden", IncidentID: id}
+		if lf := d.config().Responses.LockFor.D(); lf > 0 {
+			l.Expires = inc.DetectedAt.Add(lf)
+		}
+		err = d.st.PutLock(ctx, l)
 	case config.BlockIP:
 		until, offence := d.eng.Blocked(inc.IP, inc.DetectedAt)
 		if until.IsZero() {

@@ -129,8 +129,9 @@ var eximUsers = map[string]string{
 // startExim starts Exim on a free loopback port, asking mailwarden at
 // socket (a unix path). It waits for the greeting and stops Exim, and
 // every process it forked, when the test ends; the logs are printed if the
-// test failed, and an unexpected line in the panic log fails it.
-func startExim(t *testing.T, socket string) *Exim {
+// test failed, and an unexpected line in the panic log fails it. Lines of
+// main configuration in extra go before the shipped test configuration.
+func startExim(t *testing.T, socket string, extra ...string) *Exim {
 	t.Helper()
 	bin := eximBinary(t)
 	tmpl, err := os.ReadFile(filepath.Join(repoRoot, eximConfig))
@@ -190,6 +191,9 @@ func startExim(t *testing.T, socket string) *Exim {
 	}
 	if m := regexp.MustCompile(`@[A-Z]+@`).FindString(conf); m != "" {
 		t.Fatalf("%s: placeholder %s is not set by the test", eximConfig, m)
+	}
+	if len(extra) > 0 {
+		conf = strings.Join(extra, "\n") + "\n" + conf
 	}
 	if err := os.WriteFile(ex.ConfigPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -507,6 +507,10 @@ type DovecotOpts struct {
 	APIKey string
 	// Protocols is Dovecot's protocols setting; "" means "imap pop3".
 	Protocols string
+	// DoveadmHTTPPort, when set, opens the doveadm HTTP API on that
+	// loopback port, with DoveadmAPIKey as doveadm_api_key.
+	DoveadmHTTPPort int
+	DoveadmAPIKey   string
 }
 
 // Dovecot is a running Dovecot master (dovecot -F) with its own
@@ -606,6 +610,7 @@ func startDovecot(t *testing.T, opts DovecotOpts) *Dovecot {
 	conf := renderTemplate(t, "dovecot/dovecot.conf.tmpl", map[string]any{
 		"Dir": dir, "Instance": fmt.Sprintf("mw-e2e-%d", dv.IMAPPort), "Protocols": opts.protocols(),
 		"IMAPPort": dv.IMAPPort, "POP3Port": dv.POP3Port, "PolicyInclude": policy,
+		"DoveadmHTTPPort": opts.DoveadmHTTPPort, "DoveadmAPIKey": opts.DoveadmAPIKey,
 	})
 	if err := os.WriteFile(dv.ConfigPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
