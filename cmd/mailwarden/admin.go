@@ -132,6 +132,12 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 			if s.DryRun {
 				fmt.Fprintln(stdout, "dry run: nothing is enforced")
 			}
+			if s.ResponsesGivenUp > 0 {
+				fmt.Fprintf(stdout, "%d lock responses or notifications given up (responder queue full)\n", s.ResponsesGivenUp)
+			}
+			for _, c := range s.Notifications {
+				fmt.Fprintf(stdout, "notify %s %s: %d sent, %d failed attempts, %d given up\n", c.Channel, report.Safe(c.Target), c.Sent, c.Failed, c.GivenUp)
+			}
 			return nil
 		}
 	case "locks":

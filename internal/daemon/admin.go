@@ -19,6 +19,7 @@ import (
 
 	"github.com/mailwarden/mailwarden/internal/config"
 	"github.com/mailwarden/mailwarden/internal/event"
+	"github.com/mailwarden/mailwarden/internal/notify"
 	"github.com/mailwarden/mailwarden/internal/report"
 	"github.com/mailwarden/mailwarden/internal/store"
 )
@@ -37,7 +38,10 @@ type Status struct {
 	// ResponsesGivenUp counts lock responses and notifications dropped
 	// because the responder's queue was full.
 	ResponsesGivenUp uint64 `json:"responses_given_up,omitempty"`
-	DryRun           bool   `json:"dry_run,omitempty"`
+	// Notifications counts deliveries per channel (sent, failed attempts,
+	// given up and why).
+	Notifications []notify.ChannelStats `json:"notifications,omitempty"`
+	DryRun        bool                  `json:"dry_run,omitempty"`
 }
 
 type ctxKey struct{}
@@ -122,6 +126,7 @@ func (d *Daemon) hStatus(w http.ResponseWriter, r *http.Request) {
 		TrackedKeys: d.eng.TrackedKeys(), Locks: len(locks), Blocks: len(blocks),
 		JournalDropped: d.jDropped.Load(), DryRun: d.config().DryRun,
 		ResponsesGivenUp: d.resp.dropped.Load(),
+		Notifications:    d.resp.notifyStats(),
 	})
 }
 

@@ -98,6 +98,13 @@ func (r *responder) run(ctx context.Context) {
 	}
 }
 
+func (r *responder) notifyStats() []notify.ChannelStats {
+	if r.notify == nil {
+		return nil
+	}
+	return r.notify.Stats().Channels
+}
+
 // queued notes a message's queue id for its account (Message events that
 // carry one).
 func (r *responder) queued(account, queueID string, at time.Time) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -175,5 +177,71 @@ func TestLockFor(t *testing.T) {
 	a, _ := d.st.Audit(context.Background(), 20)
 	if a[0].Action != "unlock" || !strings.Contains(a[0].Reason, "lock_for") {
 		t.Errorf("audit = %+v", a[0])
+	}
+}
+
+// With the webhook target hanging, incidents (and the decisions that raise
+// them) do not wait for it: the time per incident is printed with and
+// without the webhook, and every notification is accounted for — sent,
+// queued, or given up and counted — none dropped silently.
+func TestWebhookDownKeepsDecisionsFast(t *testing.T) {
+	hang := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hang:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(hang)
+	const n = 500
+	run := func(webhook bool) (time.Duration, *Daemon) {
+		cfg := config.Default()
+		cfg.Serve.StateDir = filepath.Join(t.TempDir(), "state")
+		cfg.Responses.Notify.MinAction = config.Alert
+		cfg.Responses.Notify.MaxPerHour = 1_000_000
+		cfg.Responses.Notify.Queue = 50
+		if webhook {
+			cfg.Responses.Notify.Webhooks = []config.Webhook{{URL: srv.URL, Secret: "s"}}
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		d, err := New(cfg, Options{Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go d.Run(ctx)
+		t.Cleanup(func() { cancel(); d.Close() })
+		at := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+		start := time.Now()
+		for i := range n {
+			d.persist(&engine.Incident{Detector: "crack_ip", IP: netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), DetectedAt: at, Action: config.Alert, Evidence: map[string]any{"failures": i}})
+		}
+		return time.Since(start), d
+	}
+	without, _ := run(false)
+	with, d := run(true)
+	t.Logf("%d incidents stored and handed on: %v per incident without a webhook, %v with the webhook hanging",
+		n, without/n, with/n)
+	// Every notice is accounted for once the responder has handed them all
+	// to the notifier.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := d.resp.notify.Stats().Channel("webhook")
+		acc := st.Sent + st.GivenUp + uint64(st.Queued) + d.resp.dropped.Load()
+		// One delivery may be in flight (taken from the queue, hanging).
+		if acc == n || acc == n-1 {
+			if st.QueueFull == 0 && d.resp.dropped.Load() == 0 {
+				t.Errorf("a hanging webhook with a queue of 50 gave nothing up: %+v", st)
+			}
+			t.Logf("webhook: %d queued, %d given up (queue full %d), responder dropped %d", st.Queued, st.GivenUp, st.QueueFull, d.resp.dropped.Load())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("notifications unaccounted for: %+v, responder dropped %d", st, d.resp.dropped.Load())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
