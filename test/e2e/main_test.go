@@ -537,6 +537,9 @@ type Dovecot struct {
 // The Dovecot auth policy snippet, as shipped.
 const dovecotSnippet = "etc/dovecot/conf.d/95-mailwarden.conf"
 
+// The doveadm HTTP API snippet for kicking sessions, as shipped.
+const doveadmSnippet = "etc/dovecot/conf.d/96-mailwarden-doveadm.conf"
+
 // startDovecot starts Dovecot on two free loopback ports (IMAP and POP3)
 // with a passwd-file of the users and, when opts.Policy is set, the
 // shipped auth policy snippet pointing at that mailwarden. It waits for
@@ -607,10 +610,33 @@ func startDovecot(t *testing.T, opts DovecotOpts) *Dovecot {
 		}
 		policy = p
 	}
+	doveadm := ""
+	if opts.DoveadmHTTPPort != 0 {
+		// The shipped doveadm HTTP API snippet, with its port and key
+		// replaced.
+		snip, err := os.ReadFile(filepath.Join(repoRoot, doveadmSnippet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(snip)
+		for _, r := range [][2]string{
+			{"port = 8080", fmt.Sprintf("port = %d", opts.DoveadmHTTPPort)},
+			{"CHANGE-ME-doveadm-key", opts.DoveadmAPIKey},
+		} {
+			if !strings.Contains(s, r[0]) {
+				t.Fatalf("%s no longer contains %q: update the test's placeholders", doveadmSnippet, r[0])
+			}
+			s = strings.ReplaceAll(s, r[0], r[1])
+		}
+		doveadm = filepath.Join(dir, "96-mailwarden-doveadm.conf")
+		if err := os.WriteFile(doveadm, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	conf := renderTemplate(t, "dovecot/dovecot.conf.tmpl", map[string]any{
 		"Dir": dir, "Instance": fmt.Sprintf("mw-e2e-%d", dv.IMAPPort), "Protocols": opts.protocols(),
 		"IMAPPort": dv.IMAPPort, "POP3Port": dv.POP3Port, "PolicyInclude": policy,
-		"DoveadmHTTPPort": opts.DoveadmHTTPPort, "DoveadmAPIKey": opts.DoveadmAPIKey,
+		"DoveadmInclude": doveadm,
 	})
 	if err := os.WriteFile(dv.ConfigPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -299,5 +300,27 @@ func TestLockRespondsEximCommand(t *testing.T) {
 	}
 	if logs := mw.Logs(); strings.Contains(logs, "\ntouch") {
 		t.Errorf("the account name broke a log line:\n%s", logs)
+	}
+}
+
+// docs/responses.md shows the shipped doveadm snippet's settings as they
+// are in the file the tests include.
+func TestResponsesDocsShowShippedSnippet(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs/responses.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snip, err := os.ReadFile(filepath.Join(repoRoot, doveadmSnippet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var settings []string
+	for _, l := range strings.Split(string(snip), "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			settings = append(settings, l)
+		}
+	}
+	if block := strings.Join(settings, "\n"); !strings.Contains(string(doc), block) {
+		t.Errorf("docs/responses.md does not show %s as shipped:\n%s", doveadmSnippet, block)
 	}
 }
