@@ -4,10 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -53,37 +50,27 @@ func BenchmarkParseRequest(b *testing.B) {
 	}
 }
 
-// nullWriter is a reusable http.ResponseWriter.
-type nullWriter struct {
-	h    http.Header
-	code int
-}
-
-func (w *nullWriter) Header() http.Header         { return w.h }
-func (w *nullWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (w *nullWriter) WriteHeader(code int)        { w.code = code }
-
-// The handler alone, without HTTP parsing or the network: allow + report.
+// The server without the network: allow + report, HTTP parsing and the
+// handler, on an in-memory connection that the server keeps (as it
+// keeps Dovecot's).
 func BenchmarkHandler(b *testing.B) {
-	s, err := New(Config{Decider: &benchDecider{}, Logger: discardLogger()})
+	s, err := New(Config{Decider: &benchDecider{}, APIHeader: "Authorization", APIKey: basicAuth, Logger: discardLogger()})
 	if err != nil {
 		b.Fatal(err)
 	}
-	var rdA, rdR bytes.Reader
-	allow := httptest.NewRequest(http.MethodPost, "/?command=allow", nil)
-	report := httptest.NewRequest(http.MethodPost, "/?command=report", nil)
-	for _, r := range []*http.Request{allow, report} {
-		r.Header.Set("Content-Type", "application/json")
-	}
-	allow.Body, report.Body = io.NopCloser(&rdA), io.NopCloser(&rdR)
-	w := &nullWriter{h: http.Header{}}
+	in := []byte(dovecotRequest("/?command=allow", basicAuth, benchAllow) + dovecotRequest("/?command=report", basicAuth, benchReport))
+	mc := &memConn{}
+	c := s.newConn(mc, nil)
 	b.ReportAllocs()
 	for b.Loop() {
-		rdA.Reset([]byte(benchAllow))
-		rdR.Reset([]byte(benchReport))
-		allow.ContentLength, report.ContentLength = int64(len(benchAllow)), int64(len(benchReport))
-		s.ServeHTTP(w, allow)
-		s.ServeHTTP(w, report)
+		mc.in = in
+		mc.out.Reset()
+		if !c.next() || !c.next() || !c.flush() {
+			b.Fatal("connection closed")
+		}
+	}
+	if !bytes.HasSuffix(mc.out.Bytes(), s.okBody) {
+		b.Fatalf("answers %q", mc.out.Bytes())
 	}
 }
 

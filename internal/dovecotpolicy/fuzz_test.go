@@ -1,13 +1,13 @@
 package dovecotpolicy
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -92,18 +92,21 @@ func FuzzHandler(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, cmd := range []string{"allow", "report"} {
-			req := httptest.NewRequest(http.MethodPost, "/?command="+cmd, bytes.NewReader(b))
-			req.Header.Set("Content-Type", "application/json")
-			w := httptest.NewRecorder()
-			s.ServeHTTP(w, req)
-			switch w.Code {
+			raw := dovecotRequest("/?command="+cmd, "", string(b))
+			out := serveMem(s, []byte(raw), 0)
+			resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
+			if err != nil {
+				t.Fatalf("%s %q: answer %q: %v", cmd, b, out, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			switch resp.StatusCode {
 			case 200:
-				if !strings.HasPrefix(w.Body.String(), `{"status":`) {
-					t.Fatalf("%s %q: 200 with %q", cmd, b, w.Body)
+				if !strings.HasPrefix(string(body), `{"status":`) {
+					t.Fatalf("%s %q: 200 with %q", cmd, b, body)
 				}
 			case 400:
 			default:
-				t.Fatalf("%s %q: status %d", cmd, b, w.Code)
+				t.Fatalf("%s %q: status %d", cmd, b, resp.StatusCode)
 			}
 		}
 	})

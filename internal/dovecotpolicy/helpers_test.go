@@ -310,3 +310,43 @@ func statusText(code int) string {
 	}
 	return "?"
 }
+
+// memConn is an in-memory connection: reads come from in (at most step
+// bytes each when step > 0), writes go to out, deadlines do nothing.
+type memConn struct {
+	in   []byte
+	step int
+	out  bytes.Buffer
+}
+
+func (m *memConn) Read(p []byte) (int, error) {
+	if len(m.in) == 0 {
+		return 0, io.EOF
+	}
+	if m.step > 0 && len(p) > m.step {
+		p = p[:m.step]
+	}
+	n := copy(p, m.in)
+	m.in = m.in[n:]
+	return n, nil
+}
+
+func (m *memConn) Write(p []byte) (int, error)      { return m.out.Write(p) }
+func (m *memConn) Close() error                     { return nil }
+func (m *memConn) LocalAddr() net.Addr              { return memAddr }
+func (m *memConn) RemoteAddr() net.Addr             { return memAddr }
+func (m *memConn) SetDeadline(time.Time) error      { return nil }
+func (m *memConn) SetReadDeadline(time.Time) error  { return nil }
+func (m *memConn) SetWriteDeadline(time.Time) error { return nil }
+
+var memAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}
+
+// serveMem serves one connection that sends in (step bytes per read at
+// most, 0: as much as fits) and returns what the server wrote.
+func serveMem(s *Server, in []byte, step int) []byte {
+	mc := &memConn{in: in, step: step}
+	sem := make(chan struct{}, 1)
+	sem <- struct{}{}
+	s.newConn(mc, sem).serve()
+	return mc.out.Bytes()
+}

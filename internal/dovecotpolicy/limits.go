@@ -3,40 +3,25 @@ package dovecotpolicy
 import (
 	"context"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// This file holds the bounds on connections and on log lines.
+// This file holds the bounds on log lines. (The bounds on connections
+// and requests are in Serve and http.go.)
 
-type connKey struct{}
-
-func withConn(ctx context.Context, c net.Conn) context.Context {
-	if lc, ok := c.(*limitConn); ok {
-		return context.WithValue(ctx, connKey{}, lc)
-	}
-	return ctx
-}
-
-// connState logs connections that close without a request reaching the
-// handler: malformed HTTP, oversized headers, or a client that connected
-// and sent nothing until a timeout.
-func (s *Server) connState(c net.Conn, st http.ConnState) {
-	lc, ok := c.(*limitConn)
-	if !ok || st != http.StateClosed || lc.served.Load() {
-		return
-	}
+// logDropped logs a connection that closed without a request reaching
+// the handler: malformed HTTP, oversized headers, or a client that
+// connected and sent nothing until a timeout.
+func (s *Server) logDropped(peer string, sent bool) {
 	s.stats.dropped.Add(1)
 	// A client that sent nothing at all is most likely a port probe.
 	level, msg := slog.LevelWarn, "dovecot policy: connection closed without a valid request (malformed, oversized or stalled)"
-	if !lc.sent.Load() {
+	if !sent {
 		level, msg = slog.LevelInfo, "dovecot policy: connection closed without sending anything"
 	}
 	if ok, dropped := s.logLim.allow(s.now()); ok {
-		a := []slog.Attr{slog.String("source", Source), slog.String("peer", c.RemoteAddr().String())}
+		a := []slog.Attr{slog.String("source", Source), slog.String("peer", peer)}
 		if dropped > 0 {
 			a = append(a, slog.Int64("suppressed", dropped))
 		}
@@ -72,67 +57,4 @@ func (l *logLimiter) allow(now time.Time) (bool, int64) {
 	d := l.dropped
 	l.dropped = 0
 	return true, d
-}
-
-// limitListener accepts at most n connections at a time.
-type limitListener struct {
-	net.Listener
-	sem  chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-func newLimitListener(ln net.Listener, n int) *limitListener {
-	return &limitListener{Listener: ln, sem: make(chan struct{}, n), done: make(chan struct{})}
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	select {
-	case l.sem <- struct{}{}:
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitConn{Conn: c, sem: l.sem}, nil
-}
-
-func (l *limitListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return l.Listener.Close()
-}
-
-type limitConn struct {
-	net.Conn
-	sem    chan struct{}
-	once   sync.Once
-	sent   atomic.Bool // the client sent at least one byte
-	served atomic.Bool // a request reached the handler
-}
-
-func (c *limitConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 && !c.sent.Load() {
-		c.sent.Store(true)
-	}
-	return n, err
-}
-
-// CloseWrite lets net/http half-close a TCP connection before closing it,
-// so that a client still sending (an oversized body) reads the answer
-// instead of a reset.
-func (c *limitConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-func (c *limitConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { <-c.sem })
-	return err
 }

@@ -16,7 +16,11 @@
 // guesses. See docs/integrate-dovecot.md for the Dovecot side.
 //
 // The package owns the HTTP protocol, the request parsing and the API key
-// check. It does not decide anything, does not serve on unix sockets for
+// check. It speaks HTTP/1.1 itself (http.go, head.go), strictly and only
+// as far as one endpoint needs: with net/http, a request cost twice the
+// CPU (a background read per request, header maps, 60 allocations), and
+// this listener sees every login attempt of every Dovecot in front of it.
+// It does not decide anything, does not serve on unix sockets for
 // Dovecot (Dovecot's HTTP client speaks only http:// and https:// URLs:
 // listen on loopback TCP), and does not terminate TLS.
 //
@@ -25,16 +29,15 @@
 package dovecotpolicy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"net/textproto"
 	"net/url"
@@ -149,8 +152,8 @@ type counters struct {
 	allow, refused, tarpitted, report, logins, failures, notCounted, bad, unauthorized, dropped atomic.Uint64
 }
 
-// Server answers Dovecot's auth policy requests. It is an http.Handler;
-// Serve runs it with the configured limits.
+// Server answers Dovecot's auth policy requests on the listeners given
+// to Serve, speaking HTTP/1.1 itself (http.go).
 type Server struct {
 	cfg    Config
 	dec    decide.Decider
@@ -164,15 +167,13 @@ type Server struct {
 
 	okBody, tarpitBody, rejectBody, blockedBody []byte
 
-	hs    *http.Server
-	bufs  sync.Pool // *reqBuf
 	stats counters
-}
 
-// reqBuf is the per-request scratch space, pooled.
-type reqBuf struct {
-	body []byte
-	tmp  []byte
+	shutting  atomic.Bool // Shutdown or Close was called
+	mu        sync.Mutex
+	done      chan struct{} // closed by Shutdown or Close
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
 }
 
 // New checks cfg, fills in its defaults and returns a Server.
@@ -240,6 +241,9 @@ func New(cfg Config) (*Server, error) {
 		keySum:    sha256.Sum256([]byte(cfg.APIKey)),
 		needKey:   cfg.APIKey != "",
 		okBody:    []byte(`{"status":0}`),
+		done:      make(chan struct{}),
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*conn]struct{}{},
 	}
 	s.tarpitBody = s.okBody
 	if cfg.TarpitSeconds > 0 {
@@ -247,18 +251,6 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.rejectBody = refusal(cfg.RejectMessage)
 	s.blockedBody = refusal(cfg.BlockedMessage)
-	s.bufs.New = func() any { return &reqBuf{body: make([]byte, 0, 1024), tmp: make([]byte, 0, 256)} }
-	s.hs = &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
-		ReadTimeout:       cfg.ReadTimeout,
-		WriteTimeout:      cfg.WriteTimeout,
-		IdleTimeout:       cfg.IdleTimeout,
-		MaxHeaderBytes:    cfg.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.With("source", Source).Handler(), slog.LevelWarn),
-		ConnContext:       withConn,
-		ConnState:         s.connState,
-	}
 	return s, nil
 }
 
@@ -294,22 +286,124 @@ func checkMessage(m string) error {
 	return nil
 }
 
-// Serve accepts connections on ln and answers them until Shutdown or
-// Close; it then returns nil. Any number of listeners may be served.
+// Serve accepts connections on ln, at most MaxConns at a time (further
+// ones wait to be accepted), and answers them until Shutdown or Close; it
+// then returns nil. Any number of listeners may be served. Serve closes
+// ln when it returns.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.hs.Serve(newLimitListener(ln, s.cfg.MaxConns))
-	if errors.Is(err, http.ErrServerClosed) {
+	s.mu.Lock()
+	if s.shutting.Load() {
+		s.mu.Unlock()
+		ln.Close()
 		return nil
 	}
-	return err
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+		ln.Close()
+	}()
+	sem := make(chan struct{}, s.cfg.MaxConns)
+	var delay time.Duration // after a temporary accept error
+	for {
+		select {
+		case sem <- struct{}{}:
+		case <-s.done:
+			return nil
+		}
+		nc, err := ln.Accept()
+		if err != nil {
+			<-sem
+			if s.shutting.Load() {
+				return nil
+			}
+			if te, ok := err.(interface{ Temporary() bool }); ok && te.Temporary() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("dovecot policy: accept failed; retrying", "source", Source, "error", err, "delay", delay)
+				select {
+				case <-time.After(delay):
+				case <-s.done:
+				}
+				continue
+			}
+			return err
+		}
+		delay = 0
+		c := s.newConn(nc, sem)
+		s.mu.Lock()
+		if s.shutting.Load() {
+			s.mu.Unlock()
+			nc.Close()
+			<-sem
+			return nil
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		go c.serve()
+	}
 }
 
 // Shutdown stops accepting, closes idle connections and waits for the
-// requests in flight until ctx is done.
-func (s *Server) Shutdown(ctx context.Context) error { return s.hs.Shutdown(ctx) }
+// requests in flight until ctx is done; their answers close their
+// connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.stop()
+	wait := time.Millisecond
+	for {
+		s.mu.Lock()
+		for c := range s.conns {
+			if c.state.CompareAndSwap(stateIdle, stateClosed) {
+				c.nc.Close()
+			}
+		}
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+}
 
 // Close closes the listeners and every connection at once.
-func (s *Server) Close() error { return s.hs.Close() }
+func (s *Server) Close() error {
+	s.stop()
+	s.mu.Lock()
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// stop stops accepting: no listener accepts, no connection goes on
+// after its current request.
+func (s *Server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting.Swap(true) {
+		return
+	}
+	close(s.done)
+	for ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
 
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
@@ -322,85 +416,74 @@ func (s *Server) Stats() Stats {
 	}
 }
 
-var (
-	hdrJSON  = []string{"application/json"}
-	hdrText  = []string{"text/plain; charset=utf-8"}
-	hdrPost  = []string{"POST"}
-	hdrClose = []string{"close"}
-	hdrBasic = []string{`Basic realm="mailwarden"`}
-)
-
-// ServeHTTP answers one policy request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if lc, ok := r.Context().Value(connKey{}).(*limitConn); ok && !lc.served.Load() {
-		lc.served.Store(true)
-	}
-	h := w.Header()
-	h["Date"] = nil // Dovecot does not use it; answers stay byte-for-byte stable
-	if r.Method != http.MethodPost {
-		h["Allow"] = hdrPost
-		s.refuse(w, r, http.StatusMethodNotAllowed, "method not allowed", "", slog.String("method", strconv.Quote(r.Method)))
+// handle answers one policy request whose head was read; it reads the
+// body itself, once the head passed its checks.
+func (c *conn) handle(h *reqHead) {
+	s := c.s
+	if string(h.method) != "POST" {
+		c.skipBody(h)
+		c.refuse(405, "method not allowed", "", hdrAllow, slog.String("method", strconv.Quote(string(h.method))))
 		return
 	}
-	if s.needKey && !s.keyOK(w, r) {
+	if s.needKey && !c.keyOK(h) {
 		return
 	}
-	cmd := command(r.URL.RawQuery)
+	cmd := command(h.query)
 	if cmd != "allow" && cmd != "report" {
-		s.refuse(w, r, http.StatusBadRequest, "unknown command", "", slog.String("command", strconv.Quote(cmd)))
+		c.skipBody(h)
+		c.refuse(400, "unknown command", "", 0, slog.String("command", strconv.Quote(cmd)))
 		return
 	}
-	if ct := r.Header.Get("Content-Type"); !isJSON(ct) {
-		s.refuse(w, r, http.StatusUnsupportedMediaType, "content type is not application/json", cmd, slog.String("content_type", strconv.Quote(ct)))
+	if !isJSON(h.ctype) {
+		c.skipBody(h)
+		c.refuse(415, "content type is not application/json", cmd, 0, slog.String("content_type", strconv.Quote(string(h.ctype))))
 		return
 	}
-	if r.ContentLength > s.cfg.MaxBodyBytes {
-		h["Connection"] = hdrClose
-		s.refuse(w, r, http.StatusRequestEntityTooLarge, "body too large", cmd, slog.Int64("bytes", r.ContentLength))
+	if h.clen > s.cfg.MaxBodyBytes {
+		c.unread = true
+		c.refuse(413, "body too large", cmd, hdrClose, slog.Int64("bytes", h.clen))
 		return
 	}
-	rb := s.bufs.Get().(*reqBuf)
-	defer s.bufs.Put(rb)
-	var err error
-	rb.body, err = readBody(r.Body, rb.body, s.cfg.MaxBodyBytes)
+	body, err := c.readBody(h)
 	if err != nil {
 		if errors.Is(err, errTooLarge) {
-			h["Connection"] = hdrClose
-			s.refuse(w, r, http.StatusRequestEntityTooLarge, "body too large", cmd, slog.Int64("max_bytes", s.cfg.MaxBodyBytes))
+			c.refuse(413, "body too large", cmd, hdrClose, slog.Int64("max_bytes", s.cfg.MaxBodyBytes))
 			return
 		}
-		s.refuse(w, r, http.StatusBadRequest, "reading body failed", cmd, slog.String("error", err.Error()))
+		c.closing = true
+		c.refuse(400, "reading body failed", cmd, 0, slog.String("error", err.Error()))
 		return
 	}
 	var req request
-	rb.tmp, err = parseRequest(rb.body, &req, cmd == "report", rb.tmp)
+	c.tmp, err = parseRequest(body, &req, cmd == "report", c.tmp)
 	if err != nil {
-		s.refuse(w, r, http.StatusBadRequest, err.Error(), cmd)
+		c.refuse(400, err.Error(), cmd, 0)
 		return
 	}
 	if !req.hasLogin || !req.hasRemote {
-		s.refuse(w, r, http.StatusBadRequest, "login or remote missing: auth_policy_request_attributes must include login=%{requested_username} remote=%{rip}", cmd)
+		c.refuse(400, "login or remote missing: auth_policy_request_attributes must include login=%{requested_username} remote=%{rip}", cmd, 0)
 		return
 	}
 	ip, ok := parseIP(req.remote)
 	if !ok {
-		s.refuse(w, r, http.StatusBadRequest, "remote is not an IP address", cmd, slog.String("remote", quoteShort(req.remote)))
+		c.refuse(400, "remote is not an IP address", cmd, 0, slog.String("remote", quoteShort(req.remote)))
 		return
 	}
 	acct := event.NormalizeAccount(req.login)
 	if cmd == "allow" {
-		s.allow(w, r, acct, ip)
+		c.answerJSON(s.allow(acct, ip))
 		return
 	}
 	if !req.hasSuccess {
-		s.refuse(w, r, http.StatusBadRequest, "report without success", cmd)
+		c.refuse(400, "report without success", cmd, 0)
 		return
 	}
-	s.report(w, r, acct, ip, &req)
+	s.report(acct, ip, &req)
+	c.answerJSON(s.okBody)
 }
 
 // allow answers a question asked before (or right after) authentication.
-func (s *Server) allow(w http.ResponseWriter, r *http.Request, acct string, ip netip.Addr) {
+func (s *Server) allow(acct string, ip netip.Addr) []byte {
 	s.stats.allow.Add(1)
 	v := s.dec.Check(acct, ip, s.now())
 	body := s.okBody
@@ -417,15 +500,15 @@ func (s *Server) allow(w http.ResponseWriter, r *http.Request, acct string, ip n
 			body = s.tarpitBody
 		}
 	}
-	if v != engine.Allow && s.log.Enabled(r.Context(), slog.LevelDebug) {
-		s.log.LogAttrs(r.Context(), slog.LevelDebug, "dovecot policy: answered allow", slog.String("source", Source),
+	if v != engine.Allow && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.LogAttrs(context.Background(), slog.LevelDebug, "dovecot policy: answered allow", slog.String("source", Source),
 			slog.String("account", acct), slog.String("ip", ip.String()), slog.String("verdict", v.String()))
 	}
-	s.answer(w, body)
+	return body
 }
 
 // report records the outcome of an authentication.
-func (s *Server) report(w http.ResponseWriter, r *http.Request, acct string, ip netip.Addr, req *request) {
+func (s *Server) report(acct string, ip netip.Addr, req *request) {
 	s.stats.report.Add(1)
 	ev := event.Event{
 		Time:     s.now(),
@@ -442,7 +525,6 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, acct string, ip 
 		s.stats.logins.Add(1)
 	case !countsAsGuess(req):
 		s.stats.notCounted.Add(1)
-		s.answer(w, s.okBody)
 		return
 	default:
 		ev.Kind = event.AuthFail
@@ -450,12 +532,11 @@ func (s *Server) report(w http.ResponseWriter, r *http.Request, acct string, ip 
 		s.stats.failures.Add(1)
 	}
 	v := s.dec.Decide(&ev)
-	if v != engine.Allow && s.log.Enabled(r.Context(), slog.LevelDebug) {
-		s.log.LogAttrs(r.Context(), slog.LevelDebug, "dovecot policy: recorded report", slog.String("source", Source),
+	if v != engine.Allow && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.LogAttrs(context.Background(), slog.LevelDebug, "dovecot policy: recorded report", slog.String("source", Source),
 			slog.String("kind", ev.Kind.String()), slog.String("account", acct),
 			slog.String("ip", ip.String()), slog.String("verdict", v.String()))
 	}
-	s.answer(w, s.okBody)
 }
 
 // countsAsGuess tells whether a failed authentication is evidence of a
@@ -476,55 +557,47 @@ func countsAsGuess(req *request) bool {
 	return true
 }
 
-func (s *Server) answer(w http.ResponseWriter, body []byte) {
-	w.Header()["Content-Type"] = hdrJSON
-	w.Write(body)
-}
-
 // keyOK checks the API key and answers 401 or 403 when it is missing or
-// wrong.
-func (s *Server) keyOK(w http.ResponseWriter, r *http.Request) bool {
-	vals := r.Header[s.keyHeader]
-	if len(vals) == 1 {
-		sum := sha256.Sum256([]byte(vals[0]))
+// wrong (sent twice counts as wrong).
+func (c *conn) keyOK(h *reqHead) bool {
+	s := c.s
+	if h.keys == 1 {
+		sum := sha256.Sum256(h.key)
 		if subtle.ConstantTimeCompare(sum[:], s.keySum[:]) == 1 {
 			return true
 		}
 	}
 	s.stats.unauthorized.Add(1)
-	if len(vals) == 0 {
+	c.skipBody(h)
+	if h.keys == 0 {
+		hdrs := 0
 		if s.keyHeader == "Authorization" {
-			w.Header()["Www-Authenticate"] = hdrBasic
+			hdrs = hdrBasicAuth
 		}
-		s.logRefusal(r, "API key missing", "", slog.String("header", s.keyHeader))
-		s.plain(w, http.StatusUnauthorized, "API key missing")
+		c.logRefusal("API key missing", "", slog.String("header", s.keyHeader))
+		c.answerPlain(401, "API key missing", hdrs)
 		return false
 	}
-	s.logRefusal(r, "API key wrong", "", slog.String("header", s.keyHeader))
-	s.plain(w, http.StatusForbidden, "API key wrong")
+	c.logRefusal("API key wrong", "", slog.String("header", s.keyHeader))
+	c.answerPlain(403, "API key wrong", 0)
 	return false
 }
 
 // refuse answers a bad request with a 4xx and logs one line.
-func (s *Server) refuse(w http.ResponseWriter, r *http.Request, code int, reason, cmd string, attrs ...slog.Attr) {
-	s.stats.bad.Add(1)
-	s.logRefusal(r, reason, cmd, attrs...)
-	s.plain(w, code, reason)
+func (c *conn) refuse(code int, reason, cmd string, hdrs int, attrs ...slog.Attr) {
+	c.s.stats.bad.Add(1)
+	c.logRefusal(reason, cmd, attrs...)
+	c.answerPlain(code, reason, hdrs)
 }
 
-func (s *Server) plain(w http.ResponseWriter, code int, msg string) {
-	w.Header()["Content-Type"] = hdrText
-	w.WriteHeader(code)
-	io.WriteString(w, msg+"\n")
-}
-
-func (s *Server) logRefusal(r *http.Request, reason, cmd string, attrs ...slog.Attr) {
+func (c *conn) logRefusal(reason, cmd string, attrs ...slog.Attr) {
+	s := c.s
 	ok, dropped := s.logLim.allow(s.now())
 	if !ok {
 		return
 	}
 	a := make([]slog.Attr, 0, 5+len(attrs))
-	a = append(a, slog.String("source", Source), slog.String("reason", reason), slog.String("peer", r.RemoteAddr))
+	a = append(a, slog.String("source", Source), slog.String("reason", reason), slog.String("peer", c.peerAddr()))
 	if cmd != "" {
 		a = append(a, slog.String("command", cmd))
 	}
@@ -532,62 +605,43 @@ func (s *Server) logRefusal(r *http.Request, reason, cmd string, attrs ...slog.A
 	if dropped > 0 {
 		a = append(a, slog.Int64("suppressed", dropped))
 	}
-	s.log.LogAttrs(r.Context(), slog.LevelWarn, "dovecot policy: request refused", a...)
+	s.log.LogAttrs(context.Background(), slog.LevelWarn, "dovecot policy: request refused", a...)
 }
 
 // command returns the value of the last "command" query parameter.
-func command(q string) string {
-	cmd := ""
-	for q != "" {
-		var kv string
-		kv, q, _ = strings.Cut(q, "&")
-		k, v, _ := strings.Cut(kv, "=")
-		if k != "command" {
-			continue
+func command(q []byte) string {
+	var cmd []byte
+	for len(q) > 0 {
+		var kv []byte
+		kv, q, _ = bytes.Cut(q, []byte{'&'})
+		k, v, _ := bytes.Cut(kv, []byte{'='})
+		if string(k) == "command" {
+			cmd = v
 		}
-		if strings.ContainsAny(v, "%+") {
-			if u, err := url.QueryUnescape(v); err == nil {
-				v = u
-			}
-		}
-		cmd = v
 	}
-	return cmd
+	switch string(cmd) { // no allocation for the usual values
+	case "allow":
+		return "allow"
+	case "report":
+		return "report"
+	}
+	v := string(cmd)
+	if strings.ContainsAny(v, "%+") {
+		if u, err := url.QueryUnescape(v); err == nil {
+			v = u
+		}
+	}
+	return v
 }
 
-func isJSON(ct string) bool {
-	if i := strings.IndexByte(ct, ';'); i >= 0 {
+func isJSON(ct []byte) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}
-	return strings.EqualFold(strings.TrimSpace(ct), "application/json")
+	return equalFold(bytes.TrimSpace(ct), "application/json")
 }
 
 var errTooLarge = errors.New("body too large")
-
-// readBody reads all of rd into buf[:0], failing once more than max bytes
-// came.
-func readBody(rd io.Reader, buf []byte, max int64) ([]byte, error) {
-	b := buf[:0]
-	for {
-		if len(b) == cap(b) {
-			if int64(len(b)) > max {
-				return b, errTooLarge
-			}
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := rd.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if int64(len(b)) > max {
-			return b, errTooLarge
-		}
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-}
 
 // parseIP parses Dovecot's %{rip}: brackets and a port are tolerated, an
 // IPv4-mapped IPv6 address becomes IPv4. "" (a local connection) is the
