@@ -80,6 +80,12 @@ the same detectors and configuration as the live daemon, and prints the
 incidents: what was detected, when, the action it would have taken, the
 evidence, and what that action would have stopped afterwards.
 
+With --import-history it also writes what the replay learned about each
+account's sending (35 days of daily and hourly totals, the days not to
+learn from) into the state directory's SQLite file: run it on a new
+install's old logs before starting mailwarden serve, and the baseline
+detector starts with a month of history instead of none.
+
 Flags:
 `
 
@@ -90,6 +96,8 @@ func analyze(args []string, stdout, stderr io.Writer) error {
 	cfgPath := fs.String("config", "", "configuration file (YAML; default: built-in defaults, see etc/mailwarden.yaml)")
 	format := fs.String("format", "text", "output format: text (for people) or json (JSON Lines: one incident per line, then a summary line)")
 	dryRun := fs.Bool("dry-run", false, "simulate no enforcement: incidents are recorded but locks and blocks do not stop later events")
+	importHist := fs.Bool("import-history", false, "also write the accounts' daily and hourly history (what the baseline learns from) into the state directory, so that a new install starts with baselines; restart mailwarden serve afterwards")
+	stateDir := fs.String("state-dir", "", "state directory for --import-history (default: serve.state_dir of --config)")
 	rf.register(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), analyzeUsage)
@@ -120,12 +128,27 @@ func analyze(args []string, stdout, stderr io.Writer) error {
 	defer m.Close()
 
 	eng := engine.New(cfg)
+	var imp *historyImport
+	if *importHist {
+		if *stateDir != "" {
+			cfg.Serve.StateDir = *stateDir
+		}
+		if imp, err = newHistoryImport(eng, cfg.Serve.StateDir); err != nil {
+			return err
+		}
+		defer imp.close()
+	}
 	col := &report.Collector{Loc: loc, Max: cfg.MaxTrackedKeys}
 	prog := newProgress(stderr, m, rf.quiet)
 	var incs []*engine.Incident
 	for ev := m.Next(); ev != nil; ev = m.Next() {
 		n := len(incs)
 		_, incs = eng.Process(ev, incs)
+		if imp != nil {
+			if err := imp.after(ev.Time); err != nil {
+				return err
+			}
+		}
 		for _, inc := range incs[n:] {
 			if inc.Account != "" {
 				col.Keep(inc.Account, col.DayOf(inc.DetectedAt))
@@ -139,6 +162,11 @@ func analyze(args []string, stdout, stderr io.Writer) error {
 	prog.done()
 	for _, s := range m.Streams {
 		if err := s.Err(); err != nil {
+			return err
+		}
+	}
+	if imp != nil {
+		if err := imp.finish(stderr); err != nil {
 			return err
 		}
 	}

@@ -29,7 +29,8 @@ Commands:
 
 Admin commands (talk to a running daemon; mailwarden status --help):
   status, locks, blocks, incidents [--account A], report A,
-  lock A --reason R, unlock A, block IP [--for D] --reason R, unblock IP, audit
+  lock A --reason R, unlock A, block IP [--for D] --reason R, unblock IP, audit,
+  history A (an account's 30 days, usual day and thresholds)
 
 Flags:
   -h, --help   show this help
@@ -64,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(rest, stdout, stderr)
 	case "status", "locks", "blocks", "incidents", "lock", "unlock", "block", "unblock", "audit":
 		err = adminCmd(cmd, rest, stdout, stderr)
+	case "history":
+		err = historyCmd(rest, stdout, stderr)
 	case "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0

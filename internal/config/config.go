@@ -174,6 +174,7 @@ type Detectors struct {
 	BadRcpt         BadRcpt         `yaml:"bad_rcpt"`
 	DailyCaps       DailyCaps       `yaml:"daily_caps"`
 	Harvest         Harvest         `yaml:"harvest"`
+	Baseline        Baseline        `yaml:"baseline"`
 }
 
 // Common fields of every detector.
@@ -266,6 +267,23 @@ type Harvest struct {
 	Messages int `yaml:"messages"` // SMTP messages of the account in the window
 }
 
+// Baseline: an account's rolling 24 h volume against its own usual day
+// (see internal/baseline for the model and etc/mailwarden.yaml for the
+// defaults' reasons).
+type Baseline struct {
+	Common          `yaml:",inline"`
+	Ratio           float64 `yaml:"ratio"`            // at least ratio × the usual day
+	Spread          float64 `yaml:"spread"`           // and usual + spread × its robust deviation
+	TailProbability float64 `yaml:"tail_probability"` // and a Poisson tail this improbable
+	MinMessages     int     `yaml:"min_messages"`     // and at least this many messages in 24 h
+	MinRecipients   int     `yaml:"min_recipients"`   // (or recipients)
+	MinBytes        int64   `yaml:"min_bytes"`        // (or bytes; 0: bytes are not judged)
+	HistoryDays     int     `yaml:"history_days"`     // complete days the usual day is learned from
+	MinDays         int     `yaml:"min_days"`         // learned days with traffic before the account's own figures count
+	PriorQuantile   float64 `yaml:"prior_quantile"`   // new accounts: this quantile of all accounts' days
+	LearnRatio      float64 `yaml:"learn_ratio"`      // a finished day past this fraction of the threshold is not learned
+}
+
 // Default returns the built-in configuration. See etc/mailwarden.yaml for
 // why each figure is what it is.
 func Default() *Config {
@@ -304,6 +322,9 @@ func Default() *Config {
 			DailyCaps: DailyCaps{Common: Common{true, Defer, h(24)}, Recipients: 1000, Messages: 1000,
 				Bytes: 2 << 30, HistoryFactor: 2, HistoryDays: 3},
 			Harvest: Harvest{Common: Common{true, Lock, h(24)}, Networks: 6, Messages: 1},
+			Baseline: Baseline{Common: Common{true, Hold, h(24)}, Ratio: 5, Spread: 4, TailProbability: 1e-6,
+				MinMessages: 50, MinRecipients: 150, MinBytes: 100 << 20, HistoryDays: 30, MinDays: 10,
+				PriorQuantile: 0.99, LearnRatio: 2},
 		},
 	}
 }
@@ -398,6 +419,7 @@ func (c *Config) Validate() error {
 		{"bad_rcpt", &d.BadRcpt.Common, []int{d.BadRcpt.Recipients}},
 		{"daily_caps", &d.DailyCaps.Common, []int{d.DailyCaps.Recipients, d.DailyCaps.Messages}},
 		{"harvest", &d.Harvest.Common, []int{d.Harvest.Networks}},
+		{"baseline", &d.Baseline.Common, []int{d.Baseline.MinMessages, d.Baseline.MinRecipients}},
 	} {
 		if !x.c.Action.valid() {
 			bad("detectors.%s.action: %q is not one of alert, defer, hold, lock, block_ip", x.name, x.c.Action)
@@ -420,6 +442,29 @@ func (c *Config) Validate() error {
 	}
 	if d.Botnet.Enabled && d.Botnet.BurstWindow <= 0 {
 		bad("detectors.botnet.burst_window: must be positive")
+	}
+	if b := &d.Baseline; b.Enabled {
+		if b.Window.D() != 24*time.Hour {
+			bad("detectors.baseline.window: must be 24h (the last 24 h are compared with whole usual days)")
+		}
+		if b.Ratio < 1 || b.LearnRatio < 1 || b.LearnRatio > b.Ratio {
+			bad("detectors.baseline: need 1 <= learn_ratio <= ratio (got learn_ratio %g, ratio %g)", b.LearnRatio, b.Ratio)
+		}
+		if b.Spread < 0 || b.MinBytes < 0 {
+			bad("detectors.baseline: spread and min_bytes must not be negative")
+		}
+		if b.TailProbability < 1e-12 || b.TailProbability > 0.1 {
+			bad("detectors.baseline.tail_probability: %g is out of range 1e-12..0.1", b.TailProbability)
+		}
+		if b.HistoryDays < 7 || b.HistoryDays > 34 {
+			bad("detectors.baseline.history_days: %d is out of range 7..34", b.HistoryDays)
+		}
+		if b.MinDays < 1 || b.MinDays > b.HistoryDays {
+			bad("detectors.baseline.min_days: %d is out of range 1..history_days", b.MinDays)
+		}
+		if b.PriorQuantile < 0.5 || b.PriorQuantile >= 1 {
+			bad("detectors.baseline.prior_quantile: %g is out of range 0.5..0.99", b.PriorQuantile)
+		}
 	}
 	c.Allowlist.prefixes = nil
 	if len(c.Allowlist.Accounts) == 0 {

@@ -45,6 +45,11 @@ func TestErrors(t *testing.T) {
 		{"serve:\n  postfix: run/x.sock\n", `serve.postfix: "run/x.sock": use unix:/path or host:port`},
 		{"serve:\n  admin: unix:relative.sock\n", "absolute path"},
 		{"dry_run: [\n", "yaml"},
+		{"detectors:\n  baseline:\n    window: 12h\n", "detectors.baseline.window: must be 24h"},
+		{"detectors:\n  baseline:\n    learn_ratio: 6\n", "need 1 <= learn_ratio <= ratio"},
+		{"detectors:\n  baseline:\n    history_days: 40\n", "detectors.baseline.history_days: 40 is out of range 7..34"},
+		{"detectors:\n  baseline:\n    min_messages: 0\n", "detectors.baseline: thresholds must be at least 1"},
+		{"detectors:\n  baseline:\n    tail_probability: 0.5\n", "tail_probability: 0.5 is out of range"},
 	} {
 		_, err := Parse([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

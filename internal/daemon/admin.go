@@ -90,6 +90,7 @@ func (d *Daemon) AdminHandler(token string) http.Handler {
 	mux.HandleFunc("GET /v1/incidents", d.hIncidents)
 	mux.HandleFunc("GET /v1/report/{account}", d.hReport)
 	mux.HandleFunc("GET /v1/audit", d.hAudit)
+	mux.HandleFunc("GET /v1/history", d.hHistory)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if token != "" {
 			got := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")

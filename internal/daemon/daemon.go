@@ -31,6 +31,9 @@ import (
 // are dropped from the journal (counted and logged), never from decisions.
 const journalQueue = 65536
 
+// journalEvery is how often the waiting events are written.
+const journalEvery = 200 * time.Millisecond
+
 // Daemon answers live sources and keeps durable state.
 type Daemon struct {
 	log   *slog.Logger
@@ -43,9 +46,11 @@ type Daemon struct {
 	mu  sync.RWMutex
 	cfg *config.Config
 
-	jq        chan event.Event
+	jmu       sync.Mutex    // guards jbuf
+	jbuf      []event.Event // events waiting to be journaled
 	resp      *responder
-	jDropped  atomic.Uint64
+	jDropped  atomic.Uint64 // events never journaled, since the start
+	jWarned   uint64        // jDropped when last logged (Run only)
 	decisions atomic.Uint64
 	incidents atomic.Uint64
 	stopOnce  sync.Once
@@ -79,7 +84,7 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 		log: o.Log, clock: o.Clock, node: node, st: st, cfg: cfg,
 		eng:   engine.New(cfg),
 		start: o.Clock(),
-		jq:    make(chan event.Event, journalQueue),
+		jbuf:  make([]event.Event, 0, 4096),
 		done:  make(chan struct{}),
 	}
 	if d.resp, err = newResponder(cfg.Responses, st, o.Log); err != nil {
@@ -98,6 +103,9 @@ func New(cfg *config.Config, o Options) (*Daemon, error) {
 // admin unlocked).
 func (d *Daemon) restore(ctx context.Context) error {
 	now := d.clock()
+	if err := d.restoreHistory(ctx, now); err != nil {
+		return err
+	}
 	n := 0
 	err := d.st.Events(ctx, now.Add(-d.cfg.Serve.Journal.D()), func(ev *event.Event) {
 		d.eng.Warm(ev)
@@ -145,50 +153,50 @@ func (d *Daemon) Run(ctx context.Context) {
 	defer func() { <-rdone }()
 	expiry := time.NewTicker(10 * time.Second)
 	defer expiry.Stop()
-	tick := time.NewTicker(time.Second)
+	// The journal is written in batches taken every journalEvery: the
+	// deciding goroutines only append under a mutex and never wake this
+	// one (a channel send per event did, at a context switch each).
+	tick := time.NewTicker(journalEvery)
 	defer tick.Stop()
+	warned := time.Now()
 	prune := time.NewTicker(10 * time.Minute)
 	defer prune.Stop()
+	hist := time.NewTicker(historyEvery)
+	defer hist.Stop()
 	batch := make([]event.Event, 0, 4096)
 	flush := func() {
+		d.jmu.Lock()
+		batch, d.jbuf = d.jbuf, batch[:0]
+		d.jmu.Unlock()
 		if len(batch) == 0 {
 			return
 		}
 		if err := d.st.AppendEvents(context.Background(), batch); err != nil {
 			d.log.Error("journal write failed; counters of these events will not survive a restart", "events", len(batch), "err", err)
 		}
+		clear(batch) // drop the strings
 		batch = batch[:0]
 	}
 	for {
 		select {
-		case ev := <-d.jq:
-			batch = append(batch, ev)
-			if len(batch) == cap(batch) {
-				flush()
-			}
 		case <-tick.C:
 			flush()
-			if n := d.jDropped.Swap(0); n > 0 {
-				d.log.Warn("journal queue full: events dropped from the journal (decisions unaffected)", "dropped", n)
+			if n := d.jDropped.Load(); n > d.jWarned && time.Since(warned) >= time.Second {
+				d.log.Warn("journal queue full: events dropped from the journal (decisions unaffected)", "dropped", n-d.jWarned, "dropped_total", n)
+				d.jWarned, warned = n, time.Now()
 			}
 		case <-expiry.C:
 			d.expireLocks(context.Background())
+		case <-hist.C:
+			d.snapshotHistory(context.Background())
 		case <-prune.C:
 			flush()
 			if _, err := d.st.PruneEvents(context.Background(), d.clock().Add(-d.config().Serve.Journal.D())); err != nil {
 				d.log.Error("journal prune failed", "err", err)
 			}
 		case <-ctx.Done():
-			for {
-				select {
-				case ev := <-d.jq:
-					batch = append(batch, ev)
-					continue
-				default:
-				}
-				break
-			}
 			flush()
+			d.snapshotHistory(context.Background())
 			return
 		}
 	}
@@ -231,11 +239,13 @@ func (d *Daemon) Decide(ev *event.Event) engine.Verdict {
 	if ev.Kind == event.Message && ev.QueueID != "" {
 		d.resp.queued(ev.Account, ev.QueueID, ev.Time)
 	}
-	select {
-	case d.jq <- *ev:
-	default:
+	d.jmu.Lock()
+	if len(d.jbuf) < journalQueue {
+		d.jbuf = append(d.jbuf, *ev)
+	} else {
 		d.jDropped.Add(1)
 	}
+	d.jmu.Unlock()
 	return v
 }
 

@@ -99,4 +99,5 @@ func (e *Engine) Reconfigure(cfg *config.Config) {
 	defer e.mu.Unlock()
 	e.cfg = cfg
 	e.st.max = cfg.MaxTrackedKeys
+	e.bl.Reconfigure(&cfg.Detectors.Baseline)
 }

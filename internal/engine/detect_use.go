@@ -137,7 +137,7 @@ func (e *Engine) use(ev *event.Event, out []*Incident) []*Incident {
 	evd["burst_threshold"] = d.Burst
 	out = append(out, e.newIncident(dBotnet, &d.Common, ev, ev.Account, ev.IP, evd))
 	a.fired.set(dBotnet, ev.Time.Add(w))
-	a.markAnomalous(ev.Time)
+	e.markAnomalous(a, ev.Account, ev.Time)
 	return out
 }
 

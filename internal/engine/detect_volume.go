@@ -2,68 +2,17 @@ package engine
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
+	"github.com/mailwarden/mailwarden/internal/baseline"
 	"github.com/mailwarden/mailwarden/internal/event"
 )
 
-const day = 24 * time.Hour
-
-// historyDays is how many daily totals an account keeps.
-const historyDays = 35
-
-// dayTotals is one account's volume on one UTC day.
-type dayTotals struct {
-	day       int32 // days since the Unix epoch
-	msgs      uint32
-	rcpts     uint32
-	kib       uint32
-	anomalous bool // a detector fired that day: not learned from
-}
-
-// history is an account's recent daily volumes, used to scale static caps
-// to an account whose own steady traffic is above them.
-type history struct {
-	first int32
-	days  [historyDays]dayTotals
-}
-
-func dayNum(t time.Time) int32 { return int32(t.Unix() / 86400) }
-
-func (h *history) slot(d int32) *dayTotals {
-	s := &h.days[int(d)%historyDays]
-	if s.day != d {
-		*s = dayTotals{day: d}
-	}
-	return s
-}
-
-// p90 returns the 90th-percentile daily value over the complete days before
-// today (days without traffic count as zero; days of a confirmed compromise
-// are skipped) and how many days that covers. The 90th percentile ignores up
-// to three unusual days in thirty, so one burst does not raise the caps.
-func (h *history) p90(today int32, f func(*dayTotals) uint32) (float64, int) {
-	var vals []uint32
-	for d := max(h.first, today-30); d < today; d++ {
-		s := &h.days[int(d)%historyDays]
-		switch {
-		case s.day != d:
-			vals = append(vals, 0)
-		case !s.anomalous:
-			vals = append(vals, f(s))
-		}
-	}
-	if len(vals) == 0 {
-		return 0, 0
-	}
-	slices.Sort(vals)
-	return float64(vals[(len(vals)*9)/10]), len(vals)
-}
-
-func (a *acctState) markAnomalous(t time.Time) {
+func (e *Engine) markAnomalous(a *acctState, account string, t time.Time) {
 	if a.history != nil {
-		a.history.slot(dayNum(t)).anomalous = true
+		d := baseline.DayOf(t)
+		a.history.Mark(d, baseline.Anomalous)
+		e.changed(account, a.history, d, baseline.HourOf(t))
 	}
 }
 
@@ -71,12 +20,12 @@ func (a *acctState) markAnomalous(t time.Time) {
 // only once value reaches it, factor × the account's usual busy day when
 // its history is long enough — with a note saying so for the evidence.
 // Most messages are far below every cap and cost no history look-up.
-func (e *Engine) capFor(a *acctState, t time.Time, static, value int64, f func(*dayTotals) uint32) (int64, string) {
+func (e *Engine) capFor(a *acctState, t time.Time, static, value int64, m baseline.Metric) (int64, string) {
 	dc := &e.cfg.Detectors.DailyCaps
 	if value < static || a.history == nil || dc.HistoryFactor <= 0 {
 		return static, ""
 	}
-	p, n := a.history.p90(dayNum(t), f)
+	p, n := a.history.P90(baseline.DayOf(t), m)
 	if n < dc.HistoryDays {
 		return static, ""
 	}
@@ -96,10 +45,6 @@ func withNotes(evd map[string]any, notes ...string) map[string]any {
 	return evd
 }
 
-func msgsOf(d *dayTotals) uint32  { return d.msgs }
-func rcptsOf(d *dayTotals) uint32 { return d.rcpts }
-func kibOf(d *dayTotals) uint32   { return d.kib }
-
 func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 	if ev.Account == "" {
 		return out
@@ -109,15 +54,10 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 	rcpts := max(ev.Rcpts, 1)
 	kib := int((ev.Size + 1023) / 1024)
 	a := e.st.account(ev.Account)
-
-	if a.history == nil {
-		a.history = &history{first: dayNum(t)}
-	}
-	s := a.history.slot(dayNum(t))
-	s.msgs++
-	s.rcpts += uint32(rcpts)
-	s.kib += uint32(kib)
 	a.msgsWin.add(t, d.Harvest.Window.D(), 1)
+
+	// baseline: the account's last 24 h against its own usual day.
+	out = e.baseline(a, ev, rcpts, kib, out)
 
 	// daily_caps: rolling 24 h per account. A message over a cap is
 	// deferred and not counted, as the MTA would refuse it.
@@ -127,18 +67,18 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 		r := a.rcpts24.sumAt(t, w) + rcpts
 		b := int64(a.bytes24.sumAt(t, w)+kib) * 1024
 		var over []string
-		cr, n1 := e.capFor(a, t, int64(d.DailyCaps.Recipients), int64(r), rcptsOf)
+		cr, n1 := e.capFor(a, t, int64(d.DailyCaps.Recipients), int64(r), baseline.Recipients)
 		if int64(r) > cr {
 			over = append(over, fmt.Sprintf("recipients %d > %d", r, cr))
 		}
-		cm, n2 := e.capFor(a, t, int64(d.DailyCaps.Messages), int64(m), msgsOf)
+		cm, n2 := e.capFor(a, t, int64(d.DailyCaps.Messages), int64(m), baseline.Messages)
 		if int64(m) > cm {
 			over = append(over, fmt.Sprintf("messages %d > %d", m, cm))
 		}
 		var n3 string
 		if d.DailyCaps.Bytes > 0 {
 			var cb int64
-			cb, n3 = e.capFor(a, t, d.DailyCaps.Bytes/1024, b/1024, kibOf)
+			cb, n3 = e.capFor(a, t, d.DailyCaps.Bytes/1024, b/1024, baseline.KiB)
 			if b > cb*1024 {
 				over = append(over, fmt.Sprintf("bytes %d > %d", b, cb*1024))
 			}
@@ -191,8 +131,8 @@ func (e *Engine) message(ev *event.Event, out []*Incident) []*Incident {
 		m := p.msgs.add(t, w, 1)
 		r := p.rcpts.add(t, w, rcpts)
 		if !a.fired.quiet(dSpamware, t) {
-			capM, n1 := e.capFor(a, t, int64(d.Spamware.Messages), int64(m), msgsOf)
-			capR, n2 := e.capFor(a, t, int64(d.Spamware.Recipients), int64(r), rcptsOf)
+			capM, n1 := e.capFor(a, t, int64(d.Spamware.Messages), int64(m), baseline.Messages)
+			capR, n2 := e.capFor(a, t, int64(d.Spamware.Recipients), int64(r), baseline.Recipients)
 			if int64(m) >= capM || int64(r) >= capR {
 				evd := withNotes(map[string]any{"messages": m, "recipients": r, "threshold_messages": capM, "threshold_recipients": capR}, n1, n2)
 				out = append(out, e.newIncident(dSpamware, &d.Spamware.Common, ev, ev.Account, ev.IP, evd))
@@ -217,7 +157,7 @@ func (e *Engine) rcptRejected(ev *event.Event, out []*Incident) []*Incident {
 			"threshold": d.Recipients,
 		}))
 		a.fired.set(dBadRcpt, ev.Time.Add(d.Window.D()))
-		a.markAnomalous(ev.Time)
+		e.markAnomalous(a, ev.Account, ev.Time)
 	}
 	return out
 }

@@ -3,8 +3,9 @@
 // from the events), so live decisions and log replay run exactly the same
 // code with the same configuration.
 //
-// It owns the detectors of DESIGN §4 (except the per-account baseline), the
-// bounded per-key state they keep, and the enforcement state a replay needs
+// It owns the detectors of DESIGN §4, the bounded per-key state they keep
+// (including each account's 35-day sending history, whose statistics live
+// in internal/baseline), and the enforcement state a replay needs
 // to say what would have been stopped: locked accounts, blocked addresses
 // (with expiry and escalation), held accounts. Durable storage of that state
 // belongs to the daemon, not here.
@@ -16,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mailwarden/mailwarden/internal/baseline"
 	"github.com/mailwarden/mailwarden/internal/config"
 	"github.com/mailwarden/mailwarden/internal/event"
 )
@@ -32,10 +34,11 @@ const (
 	dBadRcpt
 	dDailyCaps
 	dHarvest
+	dBaseline
 	numDetectors
 )
 
-var detectorNames = [numDetectors]string{"crack_ip", "spray_ip", "account_attacked", "botnet", "spamware", "per_connection", "bad_rcpt", "daily_caps", "harvest"}
+var detectorNames = [numDetectors]string{"crack_ip", "spray_ip", "account_attacked", "botnet", "spamware", "per_connection", "bad_rcpt", "daily_caps", "harvest", "baseline"}
 
 func (d detector) String() string { return detectorNames[d] }
 
@@ -112,6 +115,11 @@ type Engine struct {
 	pop     popularity // accounts per network, for "new network" counting
 	warming bool       // rebuilding counters from a journal: nothing is enforced
 	verdict Verdict    // set by detectors that decide without an incident (a cap still exceeded)
+
+	bl       *baseline.Model // the baseline's settings and population prior
+	hist     histChanges     // histories changed since the last HistoryChanges
+	histMark time.Time       // Warm counts no message at or before this in the histories
+	histLast time.Time       // the newest message counted in a history
 }
 
 // New returns an engine for cfg (which must be validated).
@@ -123,6 +131,7 @@ func New(cfg *config.Config) *Engine {
 		blocks: map[netip.Addr]*blockInfo{},
 		tarpit: map[netip.Addr]time.Time{},
 		pop:    popularity{m: map[netip.Prefix]*popEntry{}, max: 1 << 18},
+		bl:     baseline.NewModel(&cfg.Detectors.Baseline),
 	}
 }
 

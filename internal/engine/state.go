@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/mailwarden/mailwarden/internal/baseline"
 )
 
 // keyKind says what a tracked key stands for.
@@ -299,7 +301,7 @@ type acctState struct {
 	rcpts24   counter
 	bytes24   wideCounter // in KiB
 	msgsWin   counter     // harvest window
-	history   *history
+	history   *baseline.History
 	fired     firedSet
 	holdUntil time.Time
 	holdInc   *Incident

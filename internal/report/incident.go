@@ -184,6 +184,8 @@ func explain(inc *engine.Incident) string {
 		return s
 	case "harvest":
 		return fmt.Sprintf("mailbox opened from %v new networks in %v while the account sent %v messages", g("networks"), g("window"), g("smtp_messages"))
+	case "baseline":
+		return fmt.Sprint(g("summary"))
 	}
 	return ""
 }

@@ -94,7 +94,7 @@ func Open(dir string) (*Store, error) {
 		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(1)
-	for _, sc := range []string{schema, responsesSchema} {
+	for _, sc := range []string{schema, responsesSchema, historySchema} {
 		if _, err := db.Exec(sc); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("state file %s: %w", path, err)
