@@ -161,8 +161,24 @@ func (d *Daemon) Run(ctx context.Context) {
 	warned := time.Now()
 	prune := time.NewTicker(10 * time.Minute)
 	defer prune.Stop()
-	hist := time.NewTicker(historyEvery)
-	defer hist.Stop()
+	// History snapshots run beside the journal: a large one must not hold
+	// up the journal's writes.
+	hdone := make(chan struct{})
+	go func() {
+		defer close(hdone)
+		hist := time.NewTicker(historyEvery)
+		defer hist.Stop()
+		for {
+			select {
+			case <-hist.C:
+				d.snapshotHistory(context.Background())
+			case <-ctx.Done():
+				d.snapshotHistory(context.Background())
+				return
+			}
+		}
+	}()
+	defer func() { <-hdone }()
 	batch := make([]event.Event, 0, 4096)
 	flush := func() {
 		d.jmu.Lock()
@@ -187,8 +203,6 @@ func (d *Daemon) Run(ctx context.Context) {
 			}
 		case <-expiry.C:
 			d.expireLocks(context.Background())
-		case <-hist.C:
-			d.snapshotHistory(context.Background())
 		case <-prune.C:
 			flush()
 			if _, err := d.st.PruneEvents(context.Background(), d.clock().Add(-d.config().Serve.Journal.D())); err != nil {
@@ -196,7 +210,6 @@ func (d *Daemon) Run(ctx context.Context) {
 			}
 		case <-ctx.Done():
 			flush()
-			d.snapshotHistory(context.Background())
 			return
 		}
 	}

@@ -58,10 +58,25 @@ CREATE VIEW IF NOT EXISTS history_hours_v AS
 // pruned): the baseline's 30 days and some.
 const HistoryDays = baseline.Days
 
-// PutHistory merges rows into the stored history in one transaction and
-// raises the watermark to upTo (the newest message the rows count; zero:
-// unchanged).
+// PutHistory merges rows into the stored history and raises the watermark
+// to upTo (the newest message the rows count; zero: unchanged) once they
+// are all written.
 func (s *Store) PutHistory(ctx context.Context, rows []baseline.AccountRows, upTo time.Time) error {
+	// One transaction per slice of accounts: the state file has one
+	// writer, and an incident or a lock (written while a mail server
+	// waits) must not wait for 100 000 accounts' rows. The watermark goes
+	// with the last slice.
+	const slice = 1000
+	for len(rows) > slice {
+		if err := s.putHistory(ctx, rows[:slice], time.Time{}); err != nil {
+			return err
+		}
+		rows = rows[slice:]
+	}
+	return s.putHistory(ctx, rows, upTo)
+}
+
+func (s *Store) putHistory(ctx context.Context, rows []baseline.AccountRows, upTo time.Time) error {
 	return s.tx(ctx, func(tx *sql.Tx) error {
 		acct, err := tx.PrepareContext(ctx, `INSERT INTO history_accounts(account, first_day, last_day) VALUES(?,?,?)
 			ON CONFLICT(account) DO UPDATE SET first_day = min(first_day, excluded.first_day), last_day = max(last_day, excluded.last_day)
