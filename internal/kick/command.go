@@ -1,22 +1,18 @@
 package kick
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-)
 
-// maxOutput bounds what is kept of a command's standard output and error.
-const maxOutput = 64 << 10
+	"github.com/mailwarden/mailwarden/internal/tool"
+)
 
 // commandKicker runs the configured program (e.g. /usr/bin/doveadm kick)
 // with "--" and the account appended, without a shell; "--" keeps an
@@ -70,9 +66,9 @@ func (k *commandKicker) Kick(ctx context.Context, account string) (Result, error
 		counted, whoErr = k.countWho(wctx, account)
 		wcancel()
 	}
-	out, errOut, code, err := run(ctx, slices.Concat(k.argv, []string{"--", account}))
+	out, errOut, code, err := tool.Run(ctx, "", slices.Concat(k.argv, []string{"--", account}))
 	if err != nil {
-		return res, fmt.Errorf("%s: %w%s", k.argv[0], err, stderrNote(errOut))
+		return res, fmt.Errorf("%s: %w%s", k.argv[0], err, tool.Note(errOut, 300))
 	}
 	switch code {
 	case 0:
@@ -80,17 +76,17 @@ func (k *commandKicker) Kick(ctx context.Context, account string) (Result, error
 		if strings.Contains(errOut, "kill(") {
 			// doveadm 2.3 found sessions but could not signal their
 			// processes (not root), and says "no users kicked".
-			return res, fmt.Errorf("%s could not end the sessions of %s (it must run as root)%s", k.argv[0], quote(account), stderrNote(errOut))
+			return res, fmt.Errorf("%s could not end the sessions of %s (it must run as root)%s", k.argv[0], quote(account), tool.Note(errOut, 300))
 		}
 		res.Detail = "no live session (doveadm kick: no users kicked)"
 		return res, nil
 	default:
-		return res, fmt.Errorf("%s kick %s: %s%s", k.argv[0], quote(account), exitMeaning(code), stderrNote(errOut+" "+out))
+		return res, fmt.Errorf("%s kick %s: %s%s", k.argv[0], quote(account), exitMeaning(code), tool.Note(errOut+" "+out, 300))
 	}
 	if strings.Contains(out, kickWarning) {
 		// doveadm 2.3 without -f refuses to signal a process that also
 		// serves other users.
-		return res, fmt.Errorf("%s did not kick %s: a process also serves other users and doveadm kick refuses without -f: %s", k.argv[0], quote(account), sanitize(out, 300))
+		return res, fmt.Errorf("%s did not kick %s: a process also serves other users and doveadm kick refuses without -f: %s", k.argv[0], quote(account), tool.Sanitize(out, 300))
 	}
 	if m := reKickCount.FindStringSubmatch(out); m != nil {
 		n, _ := strconv.Atoi(m[1])
@@ -105,27 +101,27 @@ func (k *commandKicker) Kick(ctx context.Context, account string) (Result, error
 	if strings.Contains(out, kickUsersHeader) {
 		users := strings.Fields(strings.ReplaceAll(out, kickUsersHeader, " "))
 		res.Kicked = kickedFromUsers(users, counted)
-		res.Detail = fmt.Sprintf("dovecot kicked the sessions of %s", sanitize(strings.Join(users, " "), 300))
+		res.Detail = fmt.Sprintf("dovecot kicked the sessions of %s", tool.Sanitize(strings.Join(users, " "), 300))
 		if k.who != nil {
 			res.Detail += fmt.Sprintf("; %d connection(s) listed by doveadm who before the kick", counted)
 			if whoErr != nil {
-				res.Detail += " (who failed: " + sanitize(whoErr.Error(), 200) + ")"
+				res.Detail += " (who failed: " + tool.Sanitize(whoErr.Error(), 200) + ")"
 			}
 		}
 		return res, nil
 	}
-	res.Detail = "the command succeeded without saying what it kicked: " + sanitize(out, 200)
+	res.Detail = "the command succeeded without saying what it kicked: " + tool.Sanitize(out, 200)
 	return res, nil
 }
 
 // countWho sums the connection column of "doveadm -f tab who -- account".
 func (k *commandKicker) countWho(ctx context.Context, account string) (int, error) {
-	out, errOut, code, err := run(ctx, slices.Concat(k.who, []string{"--", account}))
+	out, errOut, code, err := tool.Run(ctx, "", slices.Concat(k.who, []string{"--", account}))
 	if err != nil {
-		return 0, fmt.Errorf("%w%s", err, stderrNote(errOut))
+		return 0, fmt.Errorf("%w%s", err, tool.Note(errOut, 300))
 	}
 	if code != 0 {
-		return 0, fmt.Errorf("doveadm who: %s%s", exitMeaning(code), stderrNote(errOut))
+		return 0, fmt.Errorf("doveadm who: %s%s", exitMeaning(code), tool.Note(errOut, 300))
 	}
 	col, n := 1, 0
 	for i, line := range strings.Split(strings.TrimSpace(out), "\n") {
@@ -149,58 +145,3 @@ func (k *commandKicker) countWho(ctx context.Context, account string) (int, erro
 	}
 	return n, nil
 }
-
-// run runs argv without a shell until it exits or ctx ends, and returns
-// its standard output and error (bounded) and exit code. err is set when
-// it could not run, was killed, or ran out of time.
-func run(ctx context.Context, argv []string) (stdout, stderr string, code int, err error) {
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var o, e boundedBuffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	// On time-out the whole process group goes, not only the program:
-	// a wrapper's children would keep its output open.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	err = cmd.Run()
-	stdout, stderr = o.String(), e.String()
-	if ctx.Err() != nil {
-		return stdout, stderr, -1, fmt.Errorf("no answer in time: %w", ctx.Err())
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ee.Exited() {
-			return stdout, stderr, ee.ExitCode(), nil
-		}
-		return stdout, stderr, -1, fmt.Errorf("ended by %v", ee.ProcessState)
-	}
-	if err != nil {
-		return stdout, stderr, -1, err
-	}
-	return stdout, stderr, 0, nil
-}
-
-// stderrNote is ": <output>" for an error message, or "" when there is
-// none.
-func stderrNote(s string) string {
-	s = sanitize(s, 300)
-	if s == "" {
-		return ""
-	}
-	return ": " + s
-}
-
-// boundedBuffer keeps the first maxOutput bytes written and drops the
-// rest (the writer never blocks or fails).
-type boundedBuffer struct {
-	b bytes.Buffer
-}
-
-func (w *boundedBuffer) Write(p []byte) (int, error) {
-	if room := maxOutput - w.b.Len(); room > 0 {
-		w.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (w *boundedBuffer) String() string { return w.b.String() }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mailwarden/mailwarden/internal/tool"
 )
 
 // maxBody bounds the doveadm API answer read.
@@ -94,7 +96,7 @@ func (k *httpKicker) Kick(ctx context.Context, account string) (Result, error) {
 		if v, ok := r["count"]; ok {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 {
-				return res, fmt.Errorf("doveadm kick %s: unexpected count %q in the answer", quote(account), sanitize(v, 40))
+				return res, fmt.Errorf("doveadm kick %s: unexpected count %q in the answer", quote(account), tool.Sanitize(v, 40))
 			}
 			count += n
 			haveCount = true
@@ -109,9 +111,9 @@ func (k *httpKicker) Kick(ctx context.Context, account string) (Result, error) {
 		res.Detail = fmt.Sprintf("dovecot: %d connection(s) kicked", count)
 	case len(users) > 0:
 		res.Kicked = kickedFromUsers(users, counted)
-		res.Detail = fmt.Sprintf("dovecot kicked the sessions of %s; %d connection(s) listed by doveadm who before the kick", sanitize(strings.Join(users, " "), 300), counted)
+		res.Detail = fmt.Sprintf("dovecot kicked the sessions of %s; %d connection(s) listed by doveadm who before the kick", tool.Sanitize(strings.Join(users, " "), 300), counted)
 		if whoErr != nil {
-			res.Detail += " (who failed: " + sanitize(whoErr.Error(), 200) + ")"
+			res.Detail += " (who failed: " + tool.Sanitize(whoErr.Error(), 200) + ")"
 		}
 	default:
 		res.Detail = "dovecot answered the kick without output"
@@ -171,7 +173,7 @@ func (k *httpKicker) call(ctx context.Context, command, account string) ([]map[s
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		return nil, 0, fmt.Errorf("doveadm API %s refused the key (%s): responses.kick.api_key must equal Dovecot's doveadm_api_key", k.url, resp.Status)
 	case resp.StatusCode != http.StatusOK:
-		return nil, 0, fmt.Errorf("doveadm API %s (%s): %s: %s", k.url, command, resp.Status, sanitize(string(data), 300))
+		return nil, 0, fmt.Errorf("doveadm API %s (%s): %s: %s", k.url, command, resp.Status, tool.Sanitize(string(data), 300))
 	}
 	return parseAnswer(data, command, tag)
 }
@@ -184,7 +186,7 @@ func (k *httpKicker) call(ctx context.Context, command, account string) ([]map[s
 func parseAnswer(data []byte, command, tag string) ([]map[string]string, int, error) {
 	var answers [][]json.RawMessage
 	if err := json.Unmarshal(data, &answers); err != nil {
-		return nil, 0, fmt.Errorf("doveadm %s: the API answered something other than a JSON array of answers: %s", command, sanitize(string(data), 200))
+		return nil, 0, fmt.Errorf("doveadm %s: the API answered something other than a JSON array of answers: %s", command, tool.Sanitize(string(data), 200))
 	}
 	var found []json.RawMessage
 	for _, a := range answers {
@@ -205,11 +207,11 @@ func parseAnswer(data []byte, command, tag string) ([]map[string]string, int, er
 		}
 	}
 	if found == nil {
-		return nil, 0, fmt.Errorf("doveadm %s: no answer with tag %q in %s", command, tag, sanitize(string(data), 200))
+		return nil, 0, fmt.Errorf("doveadm %s: no answer with tag %q in %s", command, tag, tool.Sanitize(string(data), 200))
 	}
 	var kind string
 	if err := json.Unmarshal(found[0], &kind); err != nil {
-		return nil, 0, fmt.Errorf("doveadm %s: answer type is not a string: %s", command, sanitize(string(found[0]), 100))
+		return nil, 0, fmt.Errorf("doveadm %s: answer type is not a string: %s", command, tool.Sanitize(string(found[0]), 100))
 	}
 	switch kind {
 	case "doveadmResponse":
@@ -219,7 +221,7 @@ func parseAnswer(data []byte, command, tag string) ([]map[string]string, int, er
 			if err := json.Unmarshal(part, &list); err != nil {
 				var one map[string]any
 				if err := json.Unmarshal(part, &one); err != nil {
-					return nil, 0, fmt.Errorf("doveadm %s: response is not a list of objects: %s", command, sanitize(string(part), 200))
+					return nil, 0, fmt.Errorf("doveadm %s: response is not a list of objects: %s", command, tool.Sanitize(string(part), 200))
 				}
 				list = []map[string]any{one}
 			}
@@ -243,7 +245,7 @@ func parseAnswer(data []byte, command, tag string) ([]map[string]string, int, er
 			ExitCode int    `json:"exitCode"`
 		}
 		if err := json.Unmarshal(found[1], &e); err != nil {
-			return nil, 0, fmt.Errorf("doveadm %s: unreadable error answer: %s", command, sanitize(string(found[1]), 200))
+			return nil, 0, fmt.Errorf("doveadm %s: unreadable error answer: %s", command, tool.Sanitize(string(found[1]), 200))
 		}
 		if e.Type == "exitCode" && e.ExitCode != 0 {
 			return nil, e.ExitCode, nil

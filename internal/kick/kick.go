@@ -162,28 +162,6 @@ func quote(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// sanitize makes a tool's output or an HTTP body fit for one log line:
-// control characters become spaces, runs of space shrink, and it is cut
-// to max bytes.
-func sanitize(s string, max int) string {
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
-}
-
 // withTimeout bounds ctx by d.
 func withTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if d <= 0 {

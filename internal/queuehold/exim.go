@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/mailwarden/mailwarden/internal/tool"
 )
 
 // eximBatch bounds the ids given to one exim run (they go on its command
@@ -119,9 +121,9 @@ func (e *exim) do(ctx context.Context, action, verb string, ids []string, flag s
 		case err != nil:
 			firstErr = fmt.Errorf("%s (%d ids): %w", cmdline, len(batch), err)
 		case len(unanswer) > 0:
-			firstErr = fmt.Errorf("%s: exit code %d and no answer for %d of %d ids (%s)%s", cmdline, code, len(unanswer), len(batch), strings.Join(unanswer, " "), note(stderr+" "+stdout))
+			firstErr = fmt.Errorf("%s: exit code %d and no answer for %d of %d ids (%s)%s", cmdline, code, len(unanswer), len(batch), strings.Join(unanswer, " "), tool.Note(stderr+" "+stdout, 400))
 		case code != 0 && code != 1:
-			firstErr = fmt.Errorf("%s: exit code %d%s", cmdline, code, note(stderr+" "+stdout))
+			firstErr = fmt.Errorf("%s: exit code %d%s", cmdline, code, tool.Note(stderr+" "+stdout, 400))
 		}
 		if firstErr != nil {
 			break
@@ -137,6 +139,6 @@ func (e *exim) do(ctx context.Context, action, verb string, ids []string, flag s
 			res.Failed = append(res.Failed, id)
 		}
 	}
-	finish(&res, verb, sanitize(strings.Join(other, "; "), 300))
+	finish(&res, verb, tool.Sanitize(strings.Join(other, "; "), 300))
 	return res, firstErr
 }

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/mailwarden/mailwarden/internal/tool"
 )
 
 // postfix runs postsuper with "-" as the queue id, so that the ids go on
@@ -89,7 +91,7 @@ func (p *postfix) do(ctx context.Context, action, verb string, ids []string, arg
 			res.Missing++
 		}
 	}
-	extra := sanitize(strings.Join(other, "; "), 300)
+	extra := tool.Sanitize(strings.Join(other, "; "), 300)
 	if summary >= 0 && summary != len(res.IDs) {
 		extra = strings.TrimPrefix(extra+fmt.Sprintf("; postsuper counted %d", summary), "; ")
 	}
@@ -99,7 +101,7 @@ func (p *postfix) do(ctx context.Context, action, verb string, ids []string, arg
 		return res, fmt.Errorf("%s (%d ids): %w", cmdline, len(ids), err)
 	}
 	if code != 0 {
-		return res, fmt.Errorf("%s (%d ids): exit code %d%s", cmdline, len(ids), code, note(stderr+" "+stdout))
+		return res, fmt.Errorf("%s (%d ids): exit code %d%s", cmdline, len(ids), code, tool.Note(stderr+" "+stdout, 400))
 	}
 	return res, nil
 }

@@ -12,20 +12,16 @@
 package queuehold
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/mailwarden/mailwarden/internal/config"
+	"github.com/mailwarden/mailwarden/internal/tool"
 )
 
 // Result is what one action did.
@@ -58,9 +54,6 @@ type Queue interface {
 
 // DefaultTimeout bounds one run of postsuper or exim.
 const DefaultTimeout = 30 * time.Second
-
-// maxOutput bounds what is kept of a program's output.
-const maxOutput = 256 << 10
 
 // Options are what the configuration does not carry.
 type Options struct {
@@ -133,7 +126,7 @@ func checkIDs(mta string, ids []string) ([]string, error) {
 	out := make([]string, 0, len(ids))
 	for _, id := range ids {
 		if !ValidID(mta, id) {
-			return nil, fmt.Errorf("%q is not a%s queue id: nothing done", sanitize(id, 60), map[string]string{"postfix": " Postfix", "exim": "n Exim"}[mta])
+			return nil, fmt.Errorf("%q is not a%s queue id: nothing done", tool.Sanitize(id, 60), map[string]string{"postfix": " Postfix", "exim": "n Exim"}[mta])
 		}
 		if !seen[id] {
 			seen[id] = true
@@ -174,80 +167,15 @@ func (r runner) run(ctx context.Context, stdin string, args ...string) (stdout, 
 	defer cancel()
 	argv := make([]string, 0, len(r.args)+len(args))
 	argv = append(append(argv, r.args...), args...)
-	cmd := exec.CommandContext(ctx, r.path, argv...)
-	if stdin != "" {
-		cmd.Stdin = strings.NewReader(stdin)
+	stdout, stderr, code, err = tool.Run(ctx, stdin, append([]string{r.path}, argv...))
+	switch {
+	case errors.Is(err, tool.ErrNoAnswer):
+		err = fmt.Errorf("%s: no answer within %s: %w", r.path, r.timeout, ctx.Err())
+	case err != nil:
+		err = fmt.Errorf("%s: %w%s", r.path, err, tool.Note(stderr, 400))
 	}
-	var o, e boundedBuffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	// On time-out the whole process group goes, not only the program:
-	// a wrapper's children would keep its output open.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = time.Second
-	err = cmd.Run()
-	stdout, stderr = o.String(), e.String()
-	if ctx.Err() != nil {
-		return stdout, stderr, -1, fmt.Errorf("%s: no answer within %s: %w", r.path, r.timeout, ctx.Err())
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		if ee.Exited() {
-			return stdout, stderr, ee.ExitCode(), nil
-		}
-		return stdout, stderr, -1, fmt.Errorf("%s: ended by %v%s", r.path, ee.ProcessState, note(stderr))
-	}
-	if err != nil {
-		return stdout, stderr, -1, fmt.Errorf("%s: %w", r.path, err)
-	}
-	return stdout, stderr, 0, nil
+	return stdout, stderr, code, err
 }
-
-// note is ": <output>" for an error message, or "" when there is none.
-func note(s string) string {
-	s = sanitize(s, 400)
-	if s == "" {
-		return ""
-	}
-	return ": " + s
-}
-
-// sanitize makes a program's output fit for one log line: control
-// characters become spaces, runs of space shrink, and it is cut to max
-// bytes.
-func sanitize(s string, max int) string {
-	s = strings.ToValidUTF8(s, "?")
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
-}
-
-// boundedBuffer keeps the first maxOutput bytes written and drops the
-// rest (the writer never blocks or fails).
-type boundedBuffer struct {
-	b bytes.Buffer
-}
-
-func (w *boundedBuffer) Write(p []byte) (int, error) {
-	if room := maxOutput - w.b.Len(); room > 0 {
-		w.b.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (w *boundedBuffer) String() string { return w.b.String() }
 
 // finish fills in Done and a Detail.
 func finish(res *Result, verb string, extra string) {
