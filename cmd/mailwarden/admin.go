@@ -61,10 +61,7 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var f adminFlags
-	fs.StringVar(&f.addr, "admin", "", "admin address of the daemon: unix:/path or host:port (default: serve.admin of --config, else unix:/run/mailwarden/admin.sock)")
-	fs.StringVar(&f.token, "token", os.Getenv("MAILWARDEN_ADMIN_TOKEN"), "admin token for a TCP admin address (default: $MAILWARDEN_ADMIN_TOKEN)")
-	fs.StringVar(&f.cfg, "config", "", "configuration file to take the admin address from")
-	fs.BoolVar(&f.asJSON, "json", false, "print the daemon's JSON answer as is")
+	f.register(fs)
 	switch cmd {
 	case "lock", "unlock", "block", "unblock":
 		fs.StringVar(&f.reason, "reason", "", "why (goes to the audit log; required for lock and block)")
@@ -84,23 +81,9 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(fs.Output(), adminUsage)
 		fs.PrintDefaults()
 	}
-	// Flags may come after the argument: "lock joe@x --reason R".
-	var pos []string
-	rest := args
-	for {
-		if err := fs.Parse(rest); err != nil {
-			if err == flag.ErrHelp {
-				fs.SetOutput(stdout)
-				fs.Usage()
-				return err
-			}
-			return errUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args, stdout)
+	if err != nil {
+		return err
 	}
 	need := map[string]int{"status": 0, "locks": 0, "blocks": 0, "incidents": 0, "audit": 0, "report": 1, "lock": 1, "unlock": 1, "block": 1, "unblock": 1}[cmd]
 	if len(pos) != need {
@@ -108,19 +91,11 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errUsage
 	}
-	if f.addr == "" {
-		f.addr = "unix:/run/mailwarden/admin.sock"
-		if f.cfg != "" {
-			c, err := config.Load(f.cfg)
-			if err != nil {
-				return err
-			}
-			f.addr = c.Serve.Admin
-		}
+	cl, err := f.client()
+	if err != nil {
+		return err
 	}
-	cl := newAdminClient(f.addr, f.token)
 	var out any
-	var err error
 	switch cmd {
 	case "status":
 		var s daemon.Status
@@ -254,6 +229,51 @@ func adminCmd(cmd string, args []string, stdout, stderr io.Writer) error {
 	enc := json.NewEncoder(stdout)
 	enc.SetIndent("", "  ")
 	return enc.Encode(out)
+}
+
+// register adds the flags every admin command has.
+func (f *adminFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.addr, "admin", "", "admin address of the daemon: unix:/path or host:port (default: serve.admin of --config, else unix:/run/mailwarden/admin.sock)")
+	fs.StringVar(&f.token, "token", os.Getenv("MAILWARDEN_ADMIN_TOKEN"), "admin token for a TCP admin address (default: $MAILWARDEN_ADMIN_TOKEN)")
+	fs.StringVar(&f.cfg, "config", "", "configuration file to take the admin address from")
+	fs.BoolVar(&f.asJSON, "json", false, "print the daemon's JSON answer as is")
+}
+
+// client returns a client for the daemon the flags name.
+func (f *adminFlags) client() (*adminClient, error) {
+	addr := f.addr
+	if addr == "" {
+		addr = "unix:/run/mailwarden/admin.sock"
+		if f.cfg != "" {
+			c, err := config.Load(f.cfg)
+			if err != nil {
+				return nil, err
+			}
+			addr = c.Serve.Admin
+		}
+	}
+	return newAdminClient(addr, f.token), nil
+}
+
+// parseInterleaved parses flags that may come after the arguments ("lock
+// joe@x --reason R") and returns the arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			if err == flag.ErrHelp {
+				fs.SetOutput(stdout)
+				fs.Usage()
+				return nil, err
+			}
+			return nil, errUsage
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
 }
 
 type adminClient struct {

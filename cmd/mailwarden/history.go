@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mailwarden/mailwarden/internal/baseline"
-	"github.com/mailwarden/mailwarden/internal/config"
 	"github.com/mailwarden/mailwarden/internal/engine"
 	"github.com/mailwarden/mailwarden/internal/report"
 	"github.com/mailwarden/mailwarden/internal/store"
@@ -33,31 +32,17 @@ Flags:
 func historyCmd(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("history", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	addr := fs.String("admin", "", "admin address of the daemon: unix:/path or host:port (default: serve.admin of --config, else unix:/run/mailwarden/admin.sock)")
-	token := fs.String("token", os.Getenv("MAILWARDEN_ADMIN_TOKEN"), "admin token for a TCP admin address (default: $MAILWARDEN_ADMIN_TOKEN)")
-	cfgPath := fs.String("config", "", "configuration file to take the admin address from")
-	asJSON := fs.Bool("json", false, "print the daemon's JSON answer as is")
+	var f adminFlags
+	f.register(fs)
 	spark := fs.String("spark", "auto", "sparklines: auto (when standard output is a terminal), always or never")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), historyUsage)
 		fs.PrintDefaults()
 	}
 	// Flags may come after the account: "history joe@x --json".
-	var pos []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if err == flag.ErrHelp {
-				fs.SetOutput(stdout)
-				fs.Usage()
-				return err
-			}
-			return errUsage
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := parseInterleaved(fs, args, stdout)
+	if err != nil {
+		return err
 	}
 	if len(pos) != 1 {
 		fmt.Fprintf(stderr, "mailwarden history: expected one account, got %d arguments\n", len(pos))
@@ -75,21 +60,15 @@ func historyCmd(args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("--spark %q: use auto, always or never", *spark)
 	}
-	if *addr == "" {
-		*addr = "unix:/run/mailwarden/admin.sock"
-		if *cfgPath != "" {
-			c, err := config.Load(*cfgPath)
-			if err != nil {
-				return err
-			}
-			*addr = c.Serve.Admin
-		}
-	}
-	var rep baseline.Report
-	if err := newAdminClient(*addr, *token).do("GET", "/v1/history?"+url.Values{"account": {pos[0]}}.Encode(), nil, &rep); err != nil {
+	cl, err := f.client()
+	if err != nil {
 		return err
 	}
-	if *asJSON {
+	var rep baseline.Report
+	if err := cl.do("GET", "/v1/history?"+url.Values{"account": {pos[0]}}.Encode(), nil, &rep); err != nil {
+		return err
+	}
+	if f.asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
