@@ -143,24 +143,7 @@ anvil     unix  - - n - 1 anvil
 scache    unix  - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
 `, pf.Port)
-	if err := os.WriteFile(filepath.Join(pf.ConfDir, "main.cf"), []byte(mainCf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(pf.ConfDir, "master.cf"), []byte(masterCf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := runCmd(0, pf.bin, "-c", pf.ConfDir, "start"); err != nil {
-		t.Fatalf("postfix -c %s start: %v\n%s\n%s", pf.ConfDir, err, out, pf.Logs())
-	}
-	t.Cleanup(func() {
-		pf.Stop()
-		if t.Failed() {
-			t.Log(pf.Logs())
-		}
-	})
-	waitFor(t, "postfix greeting", func() error {
-		return greets(fmt.Sprintf("127.0.0.1:%d", pf.Port), "220 ")
-	}, pf.Logs)
+	pf.start(t, mainCf, masterCf)
 	return pf
 }
 

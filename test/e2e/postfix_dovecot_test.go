@@ -83,6 +83,14 @@ func startPostfix(t *testing.T, opts PostfixOpts) *Postfix {
 	snippet := strings.ReplaceAll(string(snip), "unix:/run/mailwarden/", "unix:"+opts.Policy.Opts.SocketDir+"/")
 	mainCf := renderTemplate(t, "postfix/main.cf.tmpl", map[string]any{"Dir": dir, "SASLPath": opts.SASL.AuthSocket}) + snippet
 	masterCf := renderTemplate(t, "postfix/master.cf.tmpl", map[string]any{"Port": pf.Port})
+	pf.start(t, mainCf, masterCf)
+	return pf
+}
+
+// start writes the instance's main.cf and master.cf, starts it, waits for
+// its greeting and stops it when the test ends.
+func (pf *Postfix) start(t *testing.T, mainCf, masterCf string) {
+	t.Helper()
 	if err := os.WriteFile(filepath.Join(pf.ConfDir, "main.cf"), []byte(mainCf), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -100,8 +108,7 @@ func startPostfix(t *testing.T, opts PostfixOpts) *Postfix {
 	})
 	waitFor(t, "postfix greeting", func() error {
 		return greets(fmt.Sprintf("127.0.0.1:%d", pf.Port), "220 ")
-	})
-	return pf
+	}, pf.Logs)
 }
 
 // Logs returns Postfix's log file, for failure messages.
