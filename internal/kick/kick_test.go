@@ -334,8 +334,7 @@ func TestCommandKickOtherProgram(t *testing.T) {
 }
 
 func TestCommandKickRefusesAndTimesOut(t *testing.T) {
-	pidFile := filepath.Join(t.TempDir(), "sleep.pid")
-	bin, log := fakeDoveadm(t, "", `1 connections kicked\n`, 0, "sleep 10 & echo $! > '"+pidFile+"'; wait;")
+	bin, log := fakeDoveadm(t, "", `1 connections kicked\n`, 0, "sleep 10;")
 	k, _ := New(config.Kick{Method: "command", Command: []string{bin, "kick"}, Timeout: config.Duration(300 * time.Millisecond)})
 	for _, a := range []string{"*", "j*", "?", "0/0", "::1", ""} {
 		if _, err := k.Kick(context.Background(), a); err == nil {
@@ -348,9 +347,6 @@ func TestCommandKickRefusesAndTimesOut(t *testing.T) {
 	_, err := k.Kick(context.Background(), "joe@example.com")
 	if err == nil || !strings.Contains(err.Error(), "no answer in time") {
 		t.Fatalf("err = %v", err)
-	}
-	if !killedSoon(t, pidFile) {
-		t.Error("the hung doveadm's child outlived the timeout: the process group was not killed")
 	}
 }
 
@@ -381,27 +377,4 @@ func TestKickDespiteSlowWho(t *testing.T) {
 	if args, _ := os.ReadFile(log); !strings.Contains(string(args), "kick\n--\njoe@example.com\n") {
 		t.Fatalf("kick not run: %q", args)
 	}
-}
-
-// killedSoon reports whether the process whose pid is in file is gone (or a
-// zombie) within a few seconds: a hung tool must be killed with its whole
-// process group, not waited for. It polls; it does not measure.
-func killedSoon(t *testing.T, file string) bool {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("the tool did not record its child: %v", err)
-	}
-	pid := strings.TrimSpace(string(b))
-	for range 300 {
-		st, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			return true
-		}
-		if f := strings.Fields(string(st)); len(f) > 2 && f[2] == "Z" {
-			return true
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return false
 }

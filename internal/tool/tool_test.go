@@ -3,6 +3,8 @@ package tool
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -44,12 +46,40 @@ func TestRun(t *testing.T) {
 	if err != nil || len(out) != MaxOutput {
 		t.Fatalf("bounded output: %d bytes, %v", len(out), err)
 	}
+	// A hung program is killed with its whole process group: a wrapper's
+	// child would otherwise outlive it.
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
 	ctx2, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	defer cancel()
-	if _, _, code, err := Run(ctx2, "", []string{"/bin/sh", "-c", "sleep 10 & wait"}); !errors.Is(err, ErrNoAnswer) || code != -1 {
+	if _, _, code, err := Run(ctx2, "", []string{"/bin/sh", "-c", "sleep 10 & echo $! > " + pidFile + "; wait"}); !errors.Is(err, ErrNoAnswer) || code != -1 {
 		t.Fatalf("hung program: %d %v", code, err)
+	}
+	if !killedSoon(t, pidFile) {
+		t.Error("the hung program's child outlived the timeout: the process group was not killed")
 	}
 	if _, _, _, err := Run(ctx, "", []string{"/nonexistent/tool"}); err == nil {
 		t.Fatal("missing program: no error")
 	}
+}
+
+// killedSoon reports whether the process whose pid is in file is gone (or a
+// zombie) within a few seconds. It polls; it does not measure.
+func killedSoon(t *testing.T, file string) bool {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("the program did not record its child: %v", err)
+	}
+	pid := strings.TrimSpace(string(b))
+	for range 300 {
+		st, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return true
+		}
+		if f := strings.Fields(string(st)); len(f) > 2 && f[2] == "Z" {
+			return true
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return false
 }
