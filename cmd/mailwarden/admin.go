@@ -255,18 +255,27 @@ func (f *adminFlags) client() (*adminClient, error) {
 	return newAdminClient(addr, f.token), nil
 }
 
+// parseFlags parses args; -h prints the usage to stdout (and returns
+// flag.ErrHelp), a bad flag returns errUsage (the flag package has said why).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
 // parseInterleaved parses flags that may come after the arguments ("lock
 // joe@x --reason R") and returns the arguments.
 func parseInterleaved(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
 	var pos []string
 	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if err == flag.ErrHelp {
-				fs.SetOutput(stdout)
-				fs.Usage()
-				return nil, err
-			}
-			return nil, errUsage
+		if err := parseFlags(fs, rest, stdout); err != nil {
+			return nil, err
 		}
 		if fs.NArg() == 0 {
 			return pos, nil
